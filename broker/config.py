@@ -1,0 +1,144 @@
+"""The federation config (`federation.yaml`): typed, validated, with errors naming the field path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from broker.validation import InvalidInput, describe
+
+Backend = Literal["kubernetes", "ray"]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Name = Annotated[str, Field(min_length=1, pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Weights(_Strict):
+    locality: Annotated[float, Field(ge=0)] = 1.0
+    cost: Annotated[float, Field(ge=0)] = 1.0
+    load: Annotated[float, Field(ge=0)] = 1.0
+
+
+class SubsidyProgram(_Strict):
+    name: Name
+    rate: Annotated[float, Field(ge=0, le=1)]
+
+
+class SiteConfig(_Strict):
+    name: Name
+    backends: Annotated[list[Backend], Field(min_length=1)]
+    subsidy_programs: list[str] = []
+    gpu_prices_hkd_per_hour: dict[str, PositiveFloat] = {}
+    agent_token_sha256: Sha256Hex
+    labels: dict[str, str] = {}
+
+
+class Link(_Strict):
+    sites: Annotated[list[str], Field(min_length=2, max_length=2)]
+    gbit_s: PositiveFloat
+
+
+class DatasetConfig(_Strict):
+    name: Name
+    size_gb: Annotated[float, Field(ge=0)]
+    replicas: list[str] = []
+
+
+class TenantSubsidy(_Strict):
+    program: str
+    budget_hkd: Annotated[float, Field(ge=0)]
+
+
+class TenantConfig(_Strict):
+    name: Name
+    token_sha256: Sha256Hex
+    subsidy: TenantSubsidy | None = None
+    quota_gpus: Annotated[int, Field(gt=0)] | None = None
+
+
+class OperatorConfig(_Strict):
+    name: Name
+    token_sha256: Sha256Hex
+
+
+class FederationConfig(_Strict):
+    weights: Weights = Weights()
+    heartbeat_ttl_s: PositiveFloat = 15.0
+    requeue_grace_s: Annotated[float, Field(ge=0)] = 60.0
+    subsidy_programs: list[SubsidyProgram] = []
+    sites: Annotated[list[SiteConfig], Field(min_length=1)]
+    links: list[Link] = []
+    datasets: list[DatasetConfig] = []
+    tenants: list[TenantConfig] = []
+    operators: list[OperatorConfig] = []
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> FederationConfig:
+        problems: list[str] = []
+        site_names = [s.name for s in self.sites]
+        programs = {p.name for p in self.subsidy_programs}
+        _unique(problems, "sites", site_names)
+        _unique(problems, "subsidy_programs", [p.name for p in self.subsidy_programs])
+        _unique(problems, "tenants", [t.name for t in self.tenants])
+        _unique(problems, "datasets", [d.name for d in self.datasets])
+        for i, site in enumerate(self.sites):
+            for j, program in enumerate(site.subsidy_programs):
+                if program not in programs:
+                    problems.append(f"sites[{i}].subsidy_programs[{j}]: unknown program {program!r}")
+        for i, link in enumerate(self.links):
+            for j, name in enumerate(link.sites):
+                if name not in site_names:
+                    problems.append(f"links[{i}].sites[{j}]: unknown site {name!r}")
+        for i, dataset in enumerate(self.datasets):
+            for j, name in enumerate(dataset.replicas):
+                if name not in site_names:
+                    problems.append(f"datasets[{i}].replicas[{j}]: unknown site {name!r}")
+        for i, tenant in enumerate(self.tenants):
+            if tenant.subsidy and tenant.subsidy.program not in programs:
+                problems.append(f"tenants[{i}].subsidy.program: unknown program {tenant.subsidy.program!r}")
+        if problems:
+            # Raised as ValueError so pydantic folds it into the same error list.
+            raise ValueError("\n".join(problems))
+        return self
+
+    def site(self, name: str) -> SiteConfig | None:
+        return next((s for s in self.sites if s.name == name), None)
+
+
+def _unique(problems: list[str], field: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            problems.append(f"{field}[{i}].name: duplicate {name!r}")
+        seen.add(name)
+
+
+def parse_federation(data: object, source: str = "federation config") -> FederationConfig:
+    try:
+        return FederationConfig.model_validate(data)
+    except ValidationError as error:
+        problems: list[str] = []
+        for line in describe(error):
+            # Cross-reference problems arrive as one multi-line value error at the root.
+            head, _, rest = line.partition(": ")
+            problems.extend(rest.split("\n") if head == "(root)" else [line])
+        raise InvalidInput(source, problems) from None
+
+
+def load_federation(path: str | Path) -> FederationConfig:
+    """Read and validate a federation file; InvalidInput names the file and each bad field."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise InvalidInput(str(path), [f"cannot read: {error.strerror}"]) from None
+    except yaml.YAMLError as error:
+        raise InvalidInput(str(path), [f"not valid YAML: {error}"]) from None
+    return parse_federation(data, str(path))

@@ -1,0 +1,99 @@
+"""The workload spec a tenant submits: typed, validated, convertible to and from the wire."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from fedbroker.v1 import types_pb2
+from google.protobuf import json_format
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from broker.validation import InvalidInput, describe
+
+# Kubernetes object names: a Job is named after the workload, so keep that shape.
+WorkloadName = Annotated[str, Field(min_length=1, max_length=48, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")]
+Subsidy = Literal["required", "preferred", "none"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RaySection(_Strict):
+    entrypoint: Annotated[str, Field(min_length=1)]
+    runtime_env: dict[str, Any] = {}
+
+
+class KubernetesSection(_Strict):
+    image: Annotated[str, Field(min_length=1)]
+    command: list[str] = []
+    env: dict[str, str] = {}
+
+
+class Resources(_Strict):
+    gpus_per_replica: Annotated[int, Field(gt=0)]
+    gpu_model: Annotated[str, Field(min_length=1)]
+    replicas: Annotated[int, Field(gt=0)] = 1
+    cpus_per_replica: Annotated[float, Field(ge=0)] = 0.0
+    memory_gb_per_replica: Annotated[float, Field(ge=0)] = 0.0
+
+    @property
+    def gpus(self) -> int:
+        return self.gpus_per_replica * self.replicas
+
+
+class WorkloadSpec(_Strict):
+    name: WorkloadName
+    backend: Literal["ray", "kubernetes"]
+    ray: RaySection | None = None
+    kubernetes: KubernetesSection | None = None
+    resources: Resources
+    datasets: list[str] = []
+    subsidy: Subsidy = "preferred"
+    priority: int = 0
+    estimated_hours: Annotated[float, Field(gt=0)] = 1.0
+    sites: list[str] = []
+    max_attempts: Annotated[int, Field(gt=0, le=100)] = 3
+    env: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _backend_section(self) -> WorkloadSpec:
+        other = "kubernetes" if self.backend == "ray" else "ray"
+        if getattr(self, self.backend) is None:
+            raise ValueError(f"{self.backend}: is required for backend {self.backend}")
+        if getattr(self, other) is not None:
+            raise ValueError(f"{other}: not allowed for backend {self.backend}")
+        return self
+
+
+def parse_spec(data: object, source: str = "workload") -> WorkloadSpec:
+    try:
+        return WorkloadSpec.model_validate(data)
+    except ValidationError as error:
+        problems = [line.removeprefix("(root): ") for line in describe(error)]
+        raise InvalidInput(source, problems) from None
+
+
+def load_spec(path: str | Path) -> WorkloadSpec:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise InvalidInput(str(path), [f"cannot read: {error.strerror}"]) from None
+    except yaml.YAMLError as error:
+        raise InvalidInput(str(path), [f"not valid YAML: {error}"]) from None
+    return parse_spec(data, str(path))
+
+
+def spec_to_proto(spec: WorkloadSpec) -> types_pb2.WorkloadSpec:
+    message = types_pb2.WorkloadSpec()
+    json_format.ParseDict(spec.model_dump(mode="json", exclude_none=True), message)
+    return message
+
+
+def spec_from_proto(message: types_pb2.WorkloadSpec) -> WorkloadSpec:
+    """Validate a spec that came over the wire; absent proto fields take the YAML defaults."""
+    data = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    return parse_spec(data, "spec")

@@ -1,0 +1,1 @@
+"""fedbroker wire API (generated from protos/fedbroker)."""
