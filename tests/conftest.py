@@ -15,6 +15,10 @@ from pathlib import Path
 import pytest
 
 from broker.localfed import free_port
+from broker.telemetry import setup_tracing
+
+# Spans (and so trace ids) are only real under an SDK tracer provider, as in `fedbroker serve`.
+setup_tracing("fedbroker-tests")
 
 
 def _postgres_bindir() -> Path | None:

@@ -1,0 +1,1 @@
+"""The gRPC boundary: authenticate, convert, call the engine, map errors to status codes."""

@@ -1,0 +1,75 @@
+"""The `fedbroker` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from broker.cli.demo import demo
+from broker.cli.workloads import cancel, explain, get, list_, sites, submit, watch
+from broker.config import load_federation
+from broker.validation import InvalidInput
+
+
+@click.group()
+@click.version_option(package_name="fedbroker")
+def cli() -> None:
+    """fedbroker: one endpoint for GPU compute across federated sites."""
+
+
+@cli.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--db", "db_url", default=None, help="Database URL (default: SQLite under $XDG_DATA_HOME).")
+@click.option("--listen", default="127.0.0.1:50051", show_default=True)
+@click.option("--log-level", default="INFO", show_default=True)
+def serve(config_path: Path, db_url: str | None, listen: str, log_level: str) -> None:
+    """Run the broker."""
+    from broker.server import serve as run_server
+    from broker.store import default_db_url
+    from broker.telemetry import setup_tracing
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_federation(config_path)
+    except InvalidInput as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    setup_tracing("fedbroker-broker")
+    asyncio.run(run_server(config, db_url or default_db_url(), listen))
+
+
+@cli.group()
+def config() -> None:
+    """Configuration helpers."""
+
+
+@config.command("validate")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def config_validate(path: Path) -> None:
+    """Check a federation file; print each problem with its field path."""
+    try:
+        federation = load_federation(path)
+    except InvalidInput as error:
+        for problem in error.problems:
+            click.echo(f"{path}: {problem}", err=True)
+        sys.exit(2)
+    click.echo(f"{path}: ok ({len(federation.sites)} sites, {len(federation.tenants)} tenants)")
+
+
+def _add_agent_command() -> None:
+    from site_agents.cli import agent_command
+
+    cli.add_command(agent_command, "agent")
+
+
+for _command in (submit, get, list_, cancel, watch, explain, sites, demo):
+    cli.add_command(_command)
+_add_agent_command()
+
+
+def main() -> None:
+    cli(prog_name="fedbroker")

@@ -1,0 +1,106 @@
+"""The Python SDK: a thin, typed client over the broker's gRPC API (the CLI is built on it)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from types import TracebackType
+
+import grpc
+from fedbroker.v1 import (
+    site_service_pb2,
+    site_service_pb2_grpc,
+    types_pb2,
+    workload_service_pb2,
+    workload_service_pb2_grpc,
+)
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from broker import lifecycle
+from broker.spec import WorkloadSpec, spec_to_proto
+
+DEFAULT_ENDPOINT = "127.0.0.1:50051"
+
+
+class ClientError(Exception):
+    """The server refused a call; `code` is the gRPC status, the message is the server's."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"{code.name}: {message}")
+
+
+def _call(rpc: object, request: object, metadata: list[tuple[str, str]], timeout: float | None) -> object:
+    try:
+        return rpc(request, metadata=metadata, timeout=timeout)  # type: ignore[operator]
+    except grpc.RpcError as error:
+        raise ClientError(error.code(), error.details() or "") from None  # type: ignore[attr-defined]
+
+
+class Client:
+    def __init__(self, endpoint: str | None = None, token: str | None = None, timeout: float = 30.0) -> None:
+        self.endpoint = endpoint or os.environ.get("FEDBROKER_ENDPOINT", DEFAULT_ENDPOINT)
+        token = token if token is not None else os.environ.get("FEDBROKER_TOKEN", "")
+        self._metadata = [("authorization", f"Bearer {token}")] if token else []
+        self._timeout = timeout
+        self._channel = grpc.insecure_channel(self.endpoint)
+        self._workloads = workload_service_pb2_grpc.WorkloadServiceStub(self._channel)
+        self._sites = site_service_pb2_grpc.SiteServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: tuple[type[BaseException], BaseException, TracebackType] | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def submit(self, spec: WorkloadSpec, dry_run: bool = False) -> workload_service_pb2.SubmitResponse:
+        request = workload_service_pb2.SubmitRequest(spec=spec_to_proto(spec), dry_run=dry_run)
+        return _call(self._workloads.Submit, request, self._metadata, self._timeout)  # type: ignore[return-value]
+
+    def get(self, workload_id: str) -> types_pb2.Workload:
+        request = workload_service_pb2.GetWorkloadRequest(id=workload_id)
+        return _call(self._workloads.Get, request, self._metadata, self._timeout)  # type: ignore[return-value]
+
+    def list(self, states: Iterable[str] = (), limit: int = 0) -> list[types_pb2.Workload]:
+        request = workload_service_pb2.ListWorkloadsRequest(
+            states=[lifecycle.to_proto(s) for s in states], limit=limit
+        )
+        response = _call(self._workloads.List, request, self._metadata, self._timeout)
+        return list(response.workloads)  # type: ignore[attr-defined]
+
+    def cancel(self, workload_id: str) -> types_pb2.Workload:
+        request = workload_service_pb2.CancelWorkloadRequest(id=workload_id)
+        return _call(self._workloads.Cancel, request, self._metadata, self._timeout)  # type: ignore[return-value]
+
+    def explain(self, workload_id: str) -> types_pb2.Explanation:
+        request = workload_service_pb2.ExplainRequest(id=workload_id)
+        return _call(self._workloads.Explain, request, self._metadata, self._timeout)  # type: ignore[return-value]
+
+    def watch(
+        self, workload_id: str, timeout: float | None = None
+    ) -> Iterator[workload_service_pb2.WorkloadEvent]:
+        """State changes from the current one until a terminal state (or the timeout)."""
+        request = workload_service_pb2.WatchWorkloadRequest(id=workload_id)
+        try:
+            yield from self._workloads.Watch(request, metadata=self._metadata, timeout=timeout)
+        except grpc.RpcError as error:
+            raise ClientError(error.code(), error.details() or "") from None  # type: ignore[attr-defined]
+
+    def sites(self) -> list[site_service_pb2.Site]:
+        response = _call(
+            self._sites.ListSites, site_service_pb2.ListSitesRequest(), self._metadata, self._timeout
+        )
+        return list(response.sites)  # type: ignore[attr-defined]
+
+    def serving(self, timeout: float = 1.0) -> bool:
+        """True when the broker's gRPC health check answers SERVING."""
+        try:
+            response = self._health.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        except grpc.RpcError:
+            return False
+        return bool(response.status == health_pb2.HealthCheckResponse.SERVING)

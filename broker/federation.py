@@ -1,0 +1,71 @@
+"""Translate the federation config and workload specs into the placement core's values."""
+
+from __future__ import annotations
+
+from broker import placement
+from broker.config import FederationConfig
+from broker.spec import WorkloadSpec
+
+
+def placement_federation(config: FederationConfig) -> placement.Federation:
+    return placement.Federation(
+        sites=tuple(
+            placement.SiteConfig(
+                name=site.name,
+                backends=frozenset(site.backends),
+                subsidy_programs=frozenset(site.subsidy_programs),
+                gpu_prices_hkd_per_hour=dict(site.gpu_prices_hkd_per_hour),
+            )
+            for site in config.sites
+        ),
+        programs=tuple(placement.SubsidyProgram(p.name, p.rate) for p in config.subsidy_programs),
+        tenants=tuple(
+            placement.TenantPolicy(
+                name=t.name,
+                subsidy_program=t.subsidy.program if t.subsidy else None,
+                budget_hkd=t.subsidy.budget_hkd if t.subsidy else 0.0,
+                quota_gpus=t.quota_gpus,
+            )
+            for t in config.tenants
+        ),
+        datasets=tuple(placement.Dataset(d.name, d.size_gb, frozenset(d.replicas)) for d in config.datasets),
+        links_gbit_s={frozenset(link.sites): link.gbit_s for link in config.links},
+        weights=placement.Weights(
+            locality=config.weights.locality, cost=config.weights.cost, load=config.weights.load
+        ),
+    )
+
+
+def placement_request(workload_id: str, tenant: str, spec: WorkloadSpec, seq: int) -> placement.Request:
+    r = spec.resources
+    return placement.Request(
+        workload_id=workload_id,
+        tenant=tenant,
+        backend=spec.backend,
+        gpu_model=r.gpu_model,
+        gpus_per_replica=r.gpus_per_replica,
+        replicas=r.replicas,
+        cpus_per_replica=r.cpus_per_replica,
+        memory_gb_per_replica=r.memory_gb_per_replica,
+        datasets=tuple(spec.datasets),
+        subsidy=spec.subsidy,
+        priority=spec.priority,
+        estimated_hours=spec.estimated_hours,
+        sites=tuple(spec.sites),
+        seq=seq,
+    )
+
+
+def check_references(config: FederationConfig, spec: WorkloadSpec) -> list[str]:
+    """Names in the spec that the federation does not know, as 'field: problem' lines."""
+    sites = {s.name for s in config.sites}
+    datasets = {d.name for d in config.datasets}
+    problems = [
+        f"datasets[{i}]: unknown dataset {name!r}"
+        for i, name in enumerate(spec.datasets)
+        if name not in datasets
+    ]
+    problems += [
+        f"sites[{i}]: unknown site {name!r}" for i, name in enumerate(spec.sites) if name not in sites
+    ]
+    return problems

@@ -1,0 +1,149 @@
+"""A federation of real processes on loopback: one broker and its site agents.
+
+Used by `fedbroker demo` and by the end-to-end tests, so both exercise
+exactly what an operator would run: `fedbroker serve` and `fedbroker agent`
+as separate processes talking gRPC over real sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import yaml
+
+from broker.client import Client
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+
+# The development tokens whose digests examples/federation.yaml holds (see examples/README.md).
+DEV_TOKENS = {
+    "cyberport": "dev-agent-cyberport",
+    "sandy-ridge": "dev-agent-sandy-ridge",
+    "lion-rock-ai": "dev-tenant-lion-rock-ai",
+    "harbour-robotics": "dev-tenant-harbour-robotics",
+    "sre": "dev-operator-sre",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalFederation:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        config: Path = EXAMPLES / "federation.yaml",
+        agents: dict[str, Path] | None = None,
+        db_url: str | None = None,
+        agent_overrides: dict[str, Any] | None = None,
+        tokens: dict[str, str] | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config = config
+        self.agent_configs = agents or {
+            site: EXAMPLES / "agents" / f"{site}.yaml" for site in ("cyberport", "sandy-ridge")
+        }
+        self.db_url = db_url or f"sqlite:///{workdir / 'broker.db'}"
+        self.agent_overrides = agent_overrides or {}
+        self.tokens = {**DEV_TOKENS, **(tokens or {})}
+        self.port = free_port()
+        self.endpoint = f"127.0.0.1:{self.port}"
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    # -------------------------------------------------------------- processes
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115  (owned by the process)
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "broker", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            cwd=self.workdir,
+        )
+
+    def start_broker(self) -> None:
+        self._spawn(
+            "broker", ["serve", "--config", str(self.config), "--db", self.db_url, "--listen", self.endpoint]
+        )
+        self.wait(lambda: self.client().serving(), 30, "broker to serve")
+
+    def start_agent(self, site: str, token: str | None = None) -> None:
+        data = yaml.safe_load(self.agent_configs[site].read_text())
+        data["broker"] = self.endpoint
+        data.setdefault("backend", {}).update(self.agent_overrides.get("backend", {}))
+        data.update({k: v for k, v in self.agent_overrides.items() if k != "backend"})
+        path = self.workdir / f"agent-{site}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        agent_token = token if token is not None else self.tokens[site]
+        self._spawn(f"agent-{site}", ["agent", "--config", str(path)], {"FEDBROKER_AGENT_TOKEN": agent_token})
+
+    def stop(self, name: str, sig: int = signal.SIGTERM) -> int | None:
+        process = self.processes.pop(name, None)
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def close(self) -> None:
+        for name in [n for n in self.processes if n != "broker"]:
+            self.stop(name)
+        self.stop("broker")
+
+    def __enter__(self) -> LocalFederation:
+        return self
+
+    def __exit__(self, *exc: tuple[type[BaseException], BaseException, TracebackType] | None) -> None:
+        self.close()
+
+    # -------------------------------------------------------------- helpers
+
+    def client(self, who: str = "sre") -> Client:
+        return Client(self.endpoint, self.tokens[who])
+
+    def wait_healthy(self, sites: list[str] | None = None, timeout: float = 30) -> None:
+        wanted = set(sites or self.agent_configs)
+
+        def healthy() -> bool:
+            with self.client() as client:
+                return wanted <= {s.name for s in client.sites() if s.healthy}
+
+        self.wait(healthy, timeout, f"sites {sorted(wanted)} to be healthy")
+
+    def wait(self, condition: Any, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {process.returncode}:\n{self.log_tail(name)}")
+            try:
+                if condition():
+                    return
+            except Exception:  # the broker may not be up yet
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"timed out waiting for {what}\n{self.log_tail('broker')}")
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        path = self.workdir / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""

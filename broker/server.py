@@ -1,0 +1,83 @@
+"""`fedbroker serve`: wire the broker together and run it on a grpc.aio server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import grpc
+from fedbroker.v1 import (
+    agent_service_pb2,
+    agent_service_pb2_grpc,
+    site_service_pb2,
+    site_service_pb2_grpc,
+    workload_service_pb2,
+    workload_service_pb2_grpc,
+)
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from broker.api.agent_service import AgentService
+from broker.api.site_service import SiteService
+from broker.api.workload_service import WorkloadService
+from broker.auth import Authenticator
+from broker.config import FederationConfig
+from broker.engine import Broker
+from broker.store import Store
+
+log = logging.getLogger("fedbroker.server")
+
+SERVICE_NAMES = (
+    workload_service_pb2.DESCRIPTOR.services_by_name["WorkloadService"].full_name,
+    site_service_pb2.DESCRIPTOR.services_by_name["SiteService"].full_name,
+    agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
+)
+
+
+async def serve(config: FederationConfig, db_url: str, listen: str) -> None:
+    """Run until SIGINT or SIGTERM, then stop gracefully."""
+    store = Store(db_url)
+    broker = Broker(config, store)
+    auth = Authenticator(config)
+    server = grpc.aio.server()
+    workload_service_pb2_grpc.add_WorkloadServiceServicer_to_server(WorkloadService(broker, auth), server)
+    site_service_pb2_grpc.add_SiteServiceServicer_to_server(SiteService(broker, auth), server)
+    agent_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentService(broker, auth), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    await server.start()
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    host = listen.rsplit(":", 1)[0]
+    log.info("broker %s listening on %s:%d (store %s)", broker.broker_id, host, port, store.engine.url)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    sweeper = asyncio.create_task(_sweep_forever(broker, interval=min(1.0, config.heartbeat_ttl_s / 3)))
+    await stop.wait()
+    log.info("stopping")
+    sweeper.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sweeper
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(grace=2)
+    store.close()
+
+
+async def _sweep_forever(broker: Broker, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            broker.sweep()
+        except Exception:
+            log.exception("health sweep failed")

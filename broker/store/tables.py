@@ -1,0 +1,68 @@
+"""The tables. Times are UNIX seconds (float) so SQLite and PostgreSQL agree exactly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, SQLModel
+
+
+class WorkloadRow(SQLModel, table=True):
+    __tablename__ = "workloads"
+
+    # seq orders submissions (older = smaller); id is what users see.
+    seq: int | None = Field(default=None, primary_key=True)
+    id: str = Field(index=True, unique=True)
+    name: str
+    tenant: str = Field(index=True)
+    backend: str
+    spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    state: str = Field(index=True)
+    site: str | None = None
+    nodes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    attempt: int = 0
+    acked: bool = False  # the site's agent has taken the current attempt's assignment
+    trace_id: str = ""
+    traceparent: str = ""  # W3C context of the current attempt, parent of its spans
+    message: str = ""
+    created_at: float
+    updated_at: float
+
+
+class WorkloadEventRow(SQLModel, table=True):
+    __tablename__ = "workload_events"
+
+    seq: int | None = Field(default=None, primary_key=True)
+    workload_id: str = Field(index=True)
+    state: str
+    site: str | None = None
+    attempt: int = 0
+    message: str = ""
+    at: float
+
+
+class DecisionRow(SQLModel, table=True):
+    """Every placement decision with its full explanation (placed, queued or refused)."""
+
+    __tablename__ = "decisions"
+
+    seq: int | None = Field(default=None, primary_key=True)
+    workload_id: str = Field(index=True)
+    attempt: int = 0
+    chosen: str | None = None
+    explanation: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    at: float
+
+
+class SiteRow(SQLModel, table=True):
+    """The last inventory each site's agent reported, kept across broker restarts."""
+
+    __tablename__ = "sites"
+
+    name: str = Field(primary_key=True)
+    agent_id: str = ""
+    report_seq: int = 0
+    nodes: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    datasets: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    last_report_at: float | None = None

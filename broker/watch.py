@@ -1,0 +1,32 @@
+"""In-process fan-out of workload events to Watch streams.
+
+The events themselves are rows in the store (the source of truth a watcher
+replays from); this only wakes the watchers up, so a slow watcher never holds
+the scheduler back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+
+class WatchHub:
+    def __init__(self) -> None:
+        self._subscribers: dict[str, set[asyncio.Queue[int]]] = defaultdict(set)
+
+    def subscribe(self, workload_id: str) -> asyncio.Queue[int]:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        self._subscribers[workload_id].add(queue)
+        return queue
+
+    def unsubscribe(self, workload_id: str, queue: asyncio.Queue[int]) -> None:
+        subscribers = self._subscribers.get(workload_id)
+        if subscribers is not None:
+            subscribers.discard(queue)
+            if not subscribers:
+                del self._subscribers[workload_id]
+
+    def publish(self, workload_id: str, event_seq: int) -> None:
+        for queue in self._subscribers.get(workload_id, ()):
+            queue.put_nowait(event_seq)
