@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Iterable, Iterator
 from types import TracebackType
@@ -66,7 +67,7 @@ class Client:
         request = workload_service_pb2.GetWorkloadRequest(id=workload_id)
         return _call(self._workloads.Get, request, self._metadata, self._timeout)  # type: ignore[return-value]
 
-    def list(self, states: Iterable[str] = (), limit: int = 0) -> list[types_pb2.Workload]:
+    def list(self, states: Iterable[str] = (), limit: int = 0) -> builtins.list[types_pb2.Workload]:
         request = workload_service_pb2.ListWorkloadsRequest(
             states=[lifecycle.to_proto(s) for s in states], limit=limit
         )
@@ -91,7 +92,7 @@ class Client:
         except grpc.RpcError as error:
             raise ClientError(error.code(), error.details() or "") from None  # type: ignore[attr-defined]
 
-    def sites(self) -> list[site_service_pb2.Site]:
+    def sites(self) -> builtins.list[site_service_pb2.Site]:
         response = _call(
             self._sites.ListSites, site_service_pb2.ListSitesRequest(), self._metadata, self._timeout
         )

@@ -115,7 +115,7 @@ class Broker:
         with self._session() as session:
             return self._visible_row(session, who, workload_id)
 
-    def list(self, who: Identity, states: Iterable[str] = (), limit: int = 0) -> list[WorkloadRow]:
+    def list_workloads(self, who: Identity, states: Iterable[str] = (), limit: int = 0) -> list[WorkloadRow]:
         if who.role == "agent":
             raise PermissionDenied(f"{who} cannot list workloads")
         query = select(WorkloadRow).order_by(col(WorkloadRow.seq).desc())

@@ -47,7 +47,7 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
     ) -> workload_service_pb2.ListWorkloadsResponse:
         who = self.auth.identify(context.invocation_metadata())
         states = [lifecycle.from_proto(s) for s in request.states]
-        rows = self.broker.list(who, states, request.limit)
+        rows = self.broker.list_workloads(who, states, request.limit)
         return workload_service_pb2.ListWorkloadsResponse(workloads=[convert.workload(r) for r in rows])
 
     @unary

@@ -170,10 +170,10 @@ def test_refused_and_invalid_submissions_store_nothing(broker: Broker) -> None:
         broker.submit(TENANT, spec(datasets=["nope"]))
     with pytest.raises(PermissionDenied):
         broker.submit(SRE, spec())
-    assert broker.list(SRE) == []
+    assert broker.list_workloads(SRE) == []
     row, explanation = broker.submit(TENANT, spec(), dry_run=True)
     assert row is None and explanation["chosen"] == "cyberport"
-    assert broker.list(SRE) == []
+    assert broker.list_workloads(SRE) == []
 
 
 def test_tenants_see_only_their_own(broker: Broker) -> None:
@@ -183,8 +183,8 @@ def test_tenants_see_only_their_own(broker: Broker) -> None:
         broker.get(OTHER, row.id)
     with pytest.raises(NotFound):
         broker.cancel(OTHER, row.id)
-    assert broker.list(OTHER) == []
-    assert [r.id for r in broker.list(SRE)] == [row.id]
+    assert broker.list_workloads(OTHER) == []
+    assert [r.id for r in broker.list_workloads(SRE)] == [row.id]
     with pytest.raises(PermissionDenied):
         broker.get(Identity("agent", "cyberport"), row.id)
 
@@ -252,7 +252,7 @@ def test_restart_keeps_every_workload(db_url: str, clock: Clock) -> None:
     store.close()
 
     second = Broker(federation(), Store(db_url), clock=clock)
-    rows = {r.name: r for r in second.list(SRE)}
+    rows = {r.name: r for r in second.list_workloads(SRE)}
     assert {name: r.state for name, r in rows.items()} == {"placed": "PLACED", "q0": "PLACED", "q1": "QUEUED"}
     # The placed attempts' reservations are restored: nothing is placed on top of them.
     connect(second, "cyberport", seq=2)

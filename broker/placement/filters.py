@@ -1,0 +1,198 @@
+"""Filters: can this site take this request now? Each answers with a reason or None.
+
+``default_filters`` is the one place that wires them, in order (Nomad's NewGenericStack).
+A filter marked ``final`` rules the site out for good (static config, or no such GPUs), so
+the pipeline stops there instead of adding reasons that follow from it; otherwise every
+failing filter's reason is kept, so an explanation shows all that stands in the way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from . import reasons as R
+from .model import Request, SubsidyProgram
+from .pricing import quote
+from .reservations import Ledger
+from .site import SiteView
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Anti-starvation: a long-waiting gang keeps (site, GPU model) for itself (see core)."""
+
+    workload: str
+    order: tuple[int, int]  # (-priority, seq) of the holder
+    passes: int
+
+
+class Filter(Protocol):
+    name: str  # metric key, from reasons
+    final: bool  # a rejection here makes the later filters moot
+
+    def check(self, site: SiteView, request: Request) -> str | None: ...
+
+
+@dataclass(slots=True)
+class FilterContext:
+    """Shared state some filters read (owned and mutated by the core)."""
+
+    ledger: Ledger
+    programs: Mapping[str, SubsidyProgram]
+    holds: dict[tuple[str, str], Hold]
+
+    def program_of(self, tenant: str) -> SubsidyProgram | None:
+        name = self.ledger.policy(tenant).subsidy_program
+        return None if name is None else self.programs.get(name)
+
+
+class HealthFilter:
+    name = R.HEALTH
+    final = False
+
+    def check(self, site: SiteView, request: Request) -> str | None:
+        return None if site.healthy else R.UNHEALTHY
+
+
+class BackendFilter:
+    name = R.BACKEND
+    final = True
+
+    def check(self, site: SiteView, request: Request) -> str | None:
+        if request.backend in site.config.backends:
+            return None
+        return R.BACKEND_NOT_OFFERED.format(backend=request.backend)
+
+
+class GpuModelFilter:
+    name = R.GPU_MODEL
+    final = True
+
+    def check(self, site: SiteView, request: Request) -> str | None:
+        if site.capacity.has_model(request.gpu_model):
+            return None
+        return R.NO_GPU_MODEL.format(model=request.gpu_model)
+
+
+class AllowListFilter:
+    name = R.ALLOWED_SITES
+    final = True
+
+    def check(self, site: SiteView, request: Request) -> str | None:
+        if not request.sites or site.name in request.sites:
+            return None
+        return R.NOT_ALLOWED
+
+
+class QuotaFilter:
+    name = R.QUOTA
+    final = False
+
+    def __init__(self, ctx: FilterContext) -> None:
+        self._ledger = ctx.ledger
+
+    def check(self, site: SiteView, request: Request) -> str | None:
+        quota = self._ledger.policy(request.tenant).quota_gpus
+        if quota is None:
+            return None
+        in_use = self._ledger.gpus_in_use.get(request.tenant, 0)
+        if in_use + request.gpus_per_replica * request.replicas <= quota:
+            return None
+        return R.QUOTA_EXCEEDED.format(quota=quota, in_use=in_use)
+
+
+class SubsidyProgramFilter:
+    """``subsidy: required`` needs an approved tenant and a site honouring its program.
+    (``preferred`` falls back to full price in the cost score instead.)"""
+
+    name = R.SUBSIDY_PROGRAM
+    final = True
+
+    def __init__(self, ctx: FilterContext) -> None:
+        self._ctx = ctx
+
+    def check(self, site: SiteView, request: Request) -> str | None:
+        if request.subsidy != "required":
+            return None
+        program = self._ctx.program_of(request.tenant)
+        if program is None:
+            return R.NO_SUBSIDY_PROGRAM
+        if program.name not in site.config.subsidy_programs:
+            return R.SUBSIDY_NOT_HONOURED.format(program=program.name)
+        return None
+
+
+class SubsidyBudgetFilter:
+    """``subsidy: required``: the remaining budget covers the program's share here."""
+
+    name = R.SUBSIDY_BUDGET_KEY
+    final = False
+
+    def __init__(self, ctx: FilterContext) -> None:
+        self._ctx = ctx
+
+    def check(self, site: SiteView, request: Request) -> str | None:
+        if request.subsidy != "required":
+            return None
+        program = self._ctx.program_of(request.tenant)
+        left = self._ctx.ledger.budget_left(request.tenant)
+        q = quote(site.config, request, program, left)
+        if q.subsidised:
+            return None
+        return R.SUBSIDY_BUDGET.format(left=left, needed=q.needed_hkd)
+
+
+class HeldFilter:
+    """GPUs held for an older (or higher-priority) starving gang are not for later work."""
+
+    name = R.HELD
+    final = False
+
+    def __init__(self, ctx: FilterContext) -> None:
+        self._holds = ctx.holds
+
+    def check(self, site: SiteView, request: Request) -> str | None:
+        if not self._holds:
+            return None
+        hold = self._holds.get((site.name, request.gpu_model))
+        if hold is None or hold.workload == request.workload_id:
+            return None
+        if (-request.priority, request.seq) < hold.order:  # ahead of the holder: not blocked
+            return None
+        return R.GPUS_HELD.format(model=request.gpu_model, holder=hold.workload, passes=hold.passes)
+
+
+class GangFitFilter:
+    """Every replica on one node, counting CPUs/memory when both sides give them."""
+
+    name = R.GANG_FIT
+    final = False
+
+    def check(self, site: SiteView, request: Request) -> str | None:
+        cap = site.capacity
+        g, n = request.gpus_per_replica, request.replicas
+        fit = cap.fit(request.gpu_model, g, n, request.cpus_per_replica, request.memory_gb_per_replica)
+        if fit >= n:
+            return None
+        shape = R.shape_text(n, g, request.gpu_model, request.cpus_per_replica, request.memory_gb_per_replica)
+        largest = cap.largest_free(request.gpu_model)
+        if largest < g:
+            return R.GANG_NO_BLOCK.format(shape=shape, largest=largest)
+        return R.GANG_PARTIAL.format(shape=shape, fit=fit, replicas=n)
+
+
+def default_filters(ctx: FilterContext) -> tuple[Filter, ...]:
+    """The filter chain, in order. Cheap checks first; the node-level fit last."""
+    return (
+        HealthFilter(),  # a silent agent's inventory is stale: nothing lands there
+        BackendFilter(),  # static: the site cannot run this kind of job at all
+        GpuModelFilter(),  # no node of the model reported: nothing below can help
+        AllowListFilter(),  # static: the tenant excluded the site
+        SubsidyProgramFilter(ctx),  # subsidy: required -> approved and honoured here
+        QuotaFilter(ctx),  # tenant-wide: same answer at every site
+        SubsidyBudgetFilter(ctx),  # subsidy: required -> the remaining budget covers it
+        HeldFilter(ctx),  # anti-starvation: GPUs kept for a long-waiting gang
+        GangFitFilter(),  # the expensive one: whole gang on real nodes, replica by replica
+    )

@@ -1,0 +1,177 @@
+"""The placement core's values: what goes in (federation, inventory, requests) and what
+comes out (decisions with their explanations). All frozen dataclasses, no behaviour beyond
+``Explanation.to_dict`` (the JSON contract of DESIGN.md "Interfaces")."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One node as an agent reports it."""
+
+    name: str
+    gpu_model: str
+    gpus_allocatable: int
+    gpus_allocated: int = 0
+    cpus: float = 0.0  # 0 = unknown / not constrained
+    memory_gb: float = 0.0  # 0 = unknown / not constrained
+
+
+@dataclass(frozen=True, slots=True)
+class SiteConfig:
+    """A site's static configuration, from federation.yaml."""
+
+    name: str
+    backends: frozenset[str]  # {"kubernetes", "ray"}
+    subsidy_programs: frozenset[str]
+    gpu_prices_hkd_per_hour: Mapping[str, float]  # GPU model -> HK$ per GPU-hour
+
+
+@dataclass(frozen=True, slots=True)
+class SubsidyProgram:
+    name: str
+    rate: float  # 0.7 = the program pays 70% of the compute cost
+
+
+@dataclass(frozen=True, slots=True)
+class TenantPolicy:
+    name: str
+    subsidy_program: str | None = None
+    # Remaining subsidy budget when the core is built: the broker passes the budget minus
+    # what was already spent (settled), not minus what restored workloads will re-reserve.
+    budget_hkd: float = 0.0
+    quota_gpus: int | None = None  # None = unlimited
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    name: str
+    size_gb: float
+    replicas: frozenset[str]  # sites configured to hold it
+
+
+@dataclass(frozen=True, slots=True)
+class Weights:
+    locality: float = 1.0
+    cost: float = 1.0
+    load: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Federation:
+    sites: tuple[SiteConfig, ...]
+    programs: tuple[SubsidyProgram, ...] = ()
+    tenants: tuple[TenantPolicy, ...] = ()
+    datasets: tuple[Dataset, ...] = ()
+    # frozenset({a, b}) -> Gbit/s, symmetric; a pair without a link uses the core's
+    # default_link_gbit_s (1 Gbit/s unless the broker passes another).
+    links_gbit_s: Mapping[frozenset[str], float] = field(default_factory=dict)
+    weights: Weights = Weights()
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One workload to place."""
+
+    workload_id: str
+    tenant: str
+    backend: str  # "ray" | "kubernetes"
+    gpu_model: str
+    gpus_per_replica: int
+    replicas: int = 1  # all-or-nothing gang; each replica on ONE node
+    cpus_per_replica: float = 0.0
+    memory_gb_per_replica: float = 0.0
+    datasets: tuple[str, ...] = ()
+    subsidy: str = "preferred"  # "required" | "preferred" | "none"
+    priority: int = 0
+    estimated_hours: float = 1.0
+    sites: tuple[str, ...] = ()  # allow-list; empty = any
+    seq: int = 0  # submission order (older = smaller); the broker assigns it
+
+    @property
+    def gpus_total(self) -> int:
+        return self.gpus_per_replica * self.replicas
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreTerms:
+    locality_hours: float
+    cost_hkd: float
+    load: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {"locality_hours": self.locality_hours, "cost_hkd": self.cost_hkd, "load": self.load}
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    site: str
+    eligible: bool
+    reasons: tuple[str, ...]  # empty when eligible
+    score: float | None  # None when not eligible
+    terms: ScoreTerms | None  # None when not eligible
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "site": self.site,
+            "eligible": self.eligible,
+            "reasons": list(self.reasons),
+            "score": self.score,
+            "terms": None if self.terms is None else self.terms.to_dict(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    workload: str
+    chosen: str | None
+    candidates: tuple[Candidate, ...]  # every configured site, sorted by site name
+    summary: str  # one line: "placed on ...", "waiting: ...", "refused: ..."
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of the contract (keys are stable)."""
+        return {
+            "workload": self.workload,
+            "chosen": self.chosen,
+            "candidates": [c.to_dict() for c in self.candidates],
+            "summary": self.summary,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    workload_id: str
+    site: str
+    nodes: tuple[str, ...]  # one node name per replica (may repeat)
+    explanation: Explanation
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    workload_id: str
+    explanation: Explanation
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The request can never fit any configured site (see core.py for the rule)."""
+
+    workload_id: str
+    explanation: Explanation
+
+
+Decision = Placed | Queued | Refused
+
+
+@dataclass(frozen=True, slots=True)
+class SiteUsage:
+    """GPU counts of one site for the broker's SiteService, summed over reported nodes."""
+
+    gpus_total: int  # allocatable
+    gpus_allocated: int  # as reported by the agent
+    gpus_reserved: int  # placed by the broker, not yet reported as running
+    gpus_free: int  # allocatable - allocated - reserved per node, never negative

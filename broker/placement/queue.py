@@ -1,0 +1,123 @@
+"""The queue of workloads waiting for room, in order, and their shapes.
+
+Order: priority (higher first), then ``seq`` (older first), then arrival in this core (so
+requests that share a seq, as tests' defaults do, keep submission order). A requeued
+workload keeps its original key, so it goes back to where it was.
+
+A *shape* is everything that decides whether a request fits (see ``shape_of``); within one
+queue pass a shape that failed fails again (capacity, quota and budget only shrink during a
+pass), and so does any larger shape of the same *class*. The gang size alone (GPU model,
+GPUs per replica, replicas, CPUs, memory) is a coarser key that the pass tries first: if
+it fits no site's free nodes, no tenant, backend or subsidy can change that. So a pass
+skips work without touching nodes; its cost grows with the number of distinct shapes, not
+queue x nodes.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+
+from .model import Explanation, Request
+from .reservations import QueueKey
+
+ShapeClass = tuple[str, str, str, tuple[str, ...], str]  # tenant, backend, model, sites, subsidy
+ShapeSize = tuple[int, int, float, float, float]  # gpus/replica, replicas, cpus, mem, hours
+
+
+def shape_of(request: Request) -> tuple[ShapeClass, ShapeSize]:
+    """(class, size): requests of one class are comparable; a larger size fits no better.
+
+    The tenant is in the class because quota and budget are per tenant; estimated hours
+    only matter (to the budget) when subsidy is required.
+    """
+    klass = (
+        request.tenant,
+        request.backend,
+        request.gpu_model,
+        tuple(sorted(set(request.sites))),
+        request.subsidy,
+    )
+    hours = request.estimated_hours if request.subsidy == "required" else 0.0
+    size = (
+        request.gpus_per_replica,
+        request.replicas,
+        request.cpus_per_replica,
+        request.memory_gb_per_replica,
+        hours,
+    )
+    return klass, size
+
+
+def dominates(size: tuple, smaller: tuple) -> bool:
+    return all(a >= b for a, b in zip(size, smaller, strict=True))
+
+
+class Entry:
+    """One queued workload (mutable bookkeeping around the frozen request)."""
+
+    __slots__ = (
+        "cap",
+        "cap_size",
+        "explanation",
+        "failures",
+        "key",
+        "klass",
+        "request",
+        "shape",
+        "size",
+        "waits",
+    )
+
+    def __init__(self, request: Request, key: QueueKey, klass: int, shape: int, size: ShapeSize, cap: int):
+        self.request = request
+        self.key = key
+        self.klass = klass  # interned ShapeClass id
+        self.shape = shape  # interned (class, size) id
+        self.size = size
+        self.cap = cap  # interned (GPU model, gang size) id: the capacity part of the shape
+        self.cap_size = size[:4]  # gpus/replica, replicas, cpus, memory
+        self.waits = 0  # queue passes in which later work of its GPU model overtook it
+        self.explanation: Explanation | None = None  # None: built on demand
+        self.failures: list[list[tuple[str, str]]] | None = None  # the last pass's reasons
+
+
+def _key(entry: Entry) -> QueueKey:
+    return entry.key
+
+
+class WorkQueue:
+    def __init__(self) -> None:
+        self._entries: list[Entry] = []  # sorted by key
+        self._by_id: dict[str, Entry] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, workload_id: object) -> bool:
+        return workload_id in self._by_id
+
+    def get(self, workload_id: str) -> Entry | None:
+        return self._by_id.get(workload_id)
+
+    def push(self, entry: Entry) -> None:
+        insort(self._entries, entry, key=_key)
+        self._by_id[entry.request.workload_id] = entry
+
+    def remove(self, workload_id: str) -> Entry | None:
+        entry = self._by_id.pop(workload_id, None)
+        if entry is not None:
+            i = bisect_left(self._entries, entry.key, key=_key)
+            del self._entries[i]
+        return entry
+
+    def remove_many(self, workload_ids: set[str]) -> None:
+        """Drop several entries in one O(queue) sweep (after a pass placed them)."""
+        if not workload_ids:
+            return
+        for wid in workload_ids:
+            self._by_id.pop(wid, None)
+        self._entries = [e for e in self._entries if e.request.workload_id not in workload_ids]
+
+    def entries(self) -> list[Entry]:
+        """A snapshot, in queue order."""
+        return list(self._entries)

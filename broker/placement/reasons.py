@@ -1,0 +1,63 @@
+"""Every human-readable text the placement core produces: reasons and summaries.
+
+Templates are defined once here so that tests, metrics and docs share the exact strings.
+Each rejecting filter has a short metric key (``HEALTH`` ...) used to count rejections
+with bounded cardinality; the formatted text goes into explanations.
+"""
+
+from __future__ import annotations
+
+# --- metric keys: one per filter (Nomad's FilterConstraint* constants) ---
+HEALTH = "health"
+BACKEND = "backend"
+GPU_MODEL = "gpu_model"
+ALLOWED_SITES = "allowed_sites"
+QUOTA = "quota"
+SUBSIDY_PROGRAM = "subsidy_program"
+SUBSIDY_BUDGET_KEY = "subsidy_budget"
+GANG_FIT = "gang_fit"
+HELD = "held"
+
+# --- per-candidate reasons (dynamic: may change as the federation changes) ---
+UNHEALTHY = "agent not healthy"
+BACKEND_NOT_OFFERED = "backend {backend} not offered here"
+NO_GPU_MODEL = "no {model} GPUs here"
+NOT_ALLOWED = "not in the workload's allowed sites"
+QUOTA_EXCEEDED = "tenant quota {quota} GPUs: {in_use} in use"
+SUBSIDY_NOT_HONOURED = "subsidy {program} not honoured here"
+SUBSIDY_BUDGET = "subsidy budget HK$ {left:,.0f} left; estimate needs HK$ {needed:,.0f}"
+NO_SUBSIDY_PROGRAM = "tenant has no subsidy program"
+GANG_NO_BLOCK = "needs {shape} on single nodes; largest free block is {largest}"
+GANG_PARTIAL = "needs {shape} on single nodes; room for {fit} of {replicas}"
+GPUS_HELD = "{model} GPUs held for {holder}, which has waited {passes} passes"
+
+# --- "never" reasons: judged with the site empty and healthy (used for Refused) ---
+QUOTA_NEVER = "needs {needed} GPUs; tenant quota is {quota}"
+GANG_NEVER_NODE = "needs {shape} on single nodes; largest node has {largest}"
+GANG_NEVER_PARTIAL = "needs {shape} on single nodes; room for {fit} of {replicas} even when empty"
+
+# --- one-line summaries ---
+PLACED = "placed on {site} (score {score:.2f})"
+WAITING = "waiting: {reason}"
+WAITING_AT = "waiting: {reason} at {site}"
+WAITING_AT_MORE = "waiting: {reason} at {site} (and {more} other sites)"
+WAITING_NEXT_PASS = "waiting: next queue pass (fits now on {site})"
+REFUSED = "refused: no configured site can ever run it ({details})"
+NO_SITES = "no sites configured"
+RESTORED = "restored on {site} after a broker restart"
+NOT_EVALUATED = "not evaluated: restored on another site"
+
+
+def shape_text(
+    replicas: int, gpus_per_replica: int, model: str, cpus: float = 0.0, memory_gb: float = 0.0
+) -> str:
+    """``2x8 H800``, with per-replica CPUs/memory when the request asks for them."""
+    text = f"{replicas}x{gpus_per_replica} {model}"
+    extra = []
+    if cpus > 0:
+        extra.append(f"{cpus:g} CPUs")
+    if memory_gb > 0:
+        extra.append(f"{memory_gb:g} GB memory")
+    if extra:
+        text += " with " + " and ".join(extra) + " each"
+    return text

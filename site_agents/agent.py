@@ -1,0 +1,308 @@
+"""The site agent's loop: one stream to the broker, kept open for as long as the agent runs.
+
+Per connection: Hello, wait for Welcome, then an InventoryReport at once and every
+`heartbeat_s`, launches and cancels as the broker asks, a WorkloadUpdate for each
+backend change. Across connections (and restarts) it keeps what makes the
+protocol safe to repeat: report `seq` only grows, an attempt is launched once
+whatever the broker re-sends, and every attempt it knows (terminal ones for a
+retention window) is in each snapshot, so nothing lost with a stream stays lost.
+
+A wrong or foreign token (UNAUTHENTICATED, PERMISSION_DENIED) raises
+`AgentRefused`: retrying the same credential forever helps no one. Anything else
+that ends a stream (UNAVAILABLE, a broker restart, a closed stream) means reconnect
+after a jittered, capped, growing delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from importlib import metadata
+
+import grpc
+from fedbroker.v1 import agent_service_pb2 as pb
+from fedbroker.v1 import agent_service_pb2_grpc
+from opentelemetry.trace import Status, StatusCode
+
+from broker import telemetry
+from site_agents import messages
+from site_agents.attempts import DEFAULT_RETENTION_S, AttemptTable
+from site_agents.backends.base import AttemptStatus, Backend, State
+from site_agents.backoff import Backoff
+from site_agents.config import AgentConfig
+from site_agents.errors import AgentRefused, BackendError
+
+log = logging.getLogger("fedbroker.agent")
+
+# Codes that mean "this credential will never be accepted": stop instead of retrying.
+FATAL_CODES = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
+
+Outbox = asyncio.Queue[pb.AgentMessage | None]
+STOP_GRACE_S = 1.0  # how long a stopping agent waits for the broker to end the stream it half-closed
+
+
+def _version() -> str:
+    try:
+        return metadata.version("fedbroker")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+class Agent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        token: str,
+        backend: Backend,
+        *,
+        agent_id: str | None = None,
+        retention_s: float = DEFAULT_RETENTION_S,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.agent_id = agent_id or f"{socket.gethostname()}-{os.getpid()}"
+        self._token = token
+        self._attempts = AttemptTable(retention_s, clock)
+        self._backoff = backoff or Backoff()
+        # Microseconds since the epoch, then +1 per report: above anything an earlier run of this agent sent.
+        self._seq = time.time_ns() // 1000
+        self._outbox: Outbox | None = None  # the open stream's, None while disconnected
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """End run() cleanly: close the stream, return. Workloads keep running in their backend."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Serve the broker until stop(); raises AgentRefused when the broker refuses the credential."""
+        follower = asyncio.create_task(self._follow_backend(), name="agent backend changes")
+        stopping = asyncio.create_task(self._stopping.wait(), name="agent stop")
+        try:
+            while True:
+                session = asyncio.create_task(self._session(), name="agent session")
+                done, _ = await asyncio.wait(
+                    {session, stopping, follower}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if session not in done:
+                    await self._end_session(session, graceful=stopping in done)
+                if follower in done:
+                    follower.result()  # raises what broke it
+                    raise RuntimeError("the backend stopped reporting changes")
+                if stopping in done:
+                    log.info("agent stopped")
+                    return
+                try:
+                    session.result()
+                except AgentRefused:
+                    raise
+                except Exception:  # a bug or a surprise should not end a site's agent; reconnect
+                    log.exception("agent session failed")
+                delay = self._backoff.next_delay()
+                log.info(
+                    "reconnecting to broker %s in %.2fs (attempt %d)",
+                    self.config.broker,
+                    delay,
+                    self._backoff.failures,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(stopping), delay)
+                    log.info("agent stopped")
+                    return
+        finally:
+            for task in (follower, stopping):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _end_session(self, session: asyncio.Task[None], graceful: bool) -> None:
+        """Stop the session; when graceful, half-close first so the broker sees a clean end of stream."""
+        if graceful and self._outbox is not None:
+            self._outbox.put_nowait(None)
+            await asyncio.wait({session}, timeout=STOP_GRACE_S)
+        session.cancel()
+        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, AgentRefused):
+            await session
+
+    async def _session(self) -> None:
+        """One stream, from Hello until it ends. Returns to reconnect; raises AgentRefused to stop."""
+        outbox: Outbox = asyncio.Queue()
+        outbox.put_nowait(messages.hello(self.config.site, self.agent_id, self.backend.backends, _version()))
+
+        async def requests() -> AsyncIterator[pb.AgentMessage]:
+            while (message := await outbox.get()) is not None:
+                yield message
+
+        log.info(
+            "connecting to broker %s as %s (site %s)", self.config.broker, self.agent_id, self.config.site
+        )
+        heartbeat: asyncio.Task[None] | None = None
+        # A fresh channel per session: gRPC's own reconnect backoff would otherwise stack on ours.
+        async with grpc.aio.insecure_channel(self.config.broker) as channel:
+            call = agent_service_pb2_grpc.AgentServiceStub(channel).Connect(
+                requests(), metadata=(("authorization", f"Bearer {self._token}"),)
+            )
+            try:
+                first = await call.read()
+                if first is grpc.aio.EOF or first.WhichOneof("kind") != "welcome":
+                    log.warning(
+                        "broker %s did not answer Hello with Welcome; reconnecting", self.config.broker
+                    )
+                    return
+                self._welcomed(first.welcome)
+                self._outbox = outbox
+                heartbeat = asyncio.create_task(self._heartbeat(outbox), name="agent heartbeat")
+                while (message := await call.read()) is not grpc.aio.EOF:
+                    await self._handle(message)
+                if self._stopping.is_set():
+                    log.info("stream to broker %s closed", self.config.broker)
+                else:
+                    log.warning("broker %s closed the stream", self.config.broker)
+            except grpc.aio.AioRpcError as error:
+                if error.code() in FATAL_CODES:
+                    raise AgentRefused(error.code().name, error.details() or "") from None
+                log.warning(
+                    "stream to broker %s lost: %s: %s", self.config.broker, error.code().name, error.details()
+                )
+            finally:
+                self._outbox = None
+                if heartbeat is not None:
+                    heartbeat.cancel()
+                outbox.put_nowait(None)
+                call.cancel()
+
+    def _welcomed(self, welcome: pb.Welcome) -> None:
+        self._backoff.reset()
+        log.info(
+            "connected to broker %s (%s) as site %s; reporting every %gs",
+            welcome.broker_id,
+            self.config.broker,
+            self.config.site,
+            self.config.heartbeat_s,
+        )
+        if welcome.heartbeat_ttl_s and self.config.heartbeat_s >= welcome.heartbeat_ttl_s:
+            log.warning(
+                "heartbeat_s %g is not below the broker's heartbeat TTL %gs: the site will look unhealthy",
+                self.config.heartbeat_s,
+                welcome.heartbeat_ttl_s,
+            )
+
+    async def _heartbeat(self, outbox: Outbox) -> None:
+        """A full snapshot at once (the broker's resync point), then one every heartbeat_s."""
+        while True:
+            try:
+                nodes = await self.backend.nodes()
+            except BackendError as error:
+                # No report rather than a wrong one: the broker's TTL then marks the site unhealthy.
+                log.error("cannot read the site's nodes, skipping this report: %s", error)
+            else:
+                self._seq += 1
+                outbox.put_nowait(
+                    messages.report(self._seq, nodes, self.config.datasets, self._attempts.snapshot())
+                )
+            await asyncio.sleep(self.config.heartbeat_s)
+
+    async def _handle(self, message: pb.BrokerMessage) -> None:
+        kind = message.WhichOneof("kind")
+        if kind == "assignment":
+            await self._assign(message.assignment)
+        elif kind == "cancel":
+            await self._cancel(message.cancel)
+        else:
+            log.warning("unexpected %s from the broker; ignored", kind)
+
+    async def _assign(self, assignment: pb.Assignment) -> None:
+        key = messages.key_of(assignment)
+        known = self._attempts.get(key)
+        if known is not None:
+            # At-least-once delivery: a re-send is acknowledged again, never launched again.
+            log.info("assignment %s received again (%s); not launching a second copy", key, known.state)
+        else:
+            log.info(
+                "assignment %s received: %s for tenant %s, nodes %s",
+                key,
+                assignment.spec.name or "(unnamed)",
+                assignment.tenant,
+                ",".join(assignment.nodes) or "(any)",
+            )
+            self._attempts.taken(key)
+            await self._launch(assignment)
+        self._send(messages.ack(key))
+
+    async def _launch(self, assignment: pb.Assignment) -> None:
+        key = messages.key_of(assignment)
+        parent = telemetry.extract(assignment.trace_context)
+        attributes: dict[str, str | int] = {"workload.id": key.workload_id, "workload.attempt": key.attempt}
+        tracer = telemetry.tracer()
+        with tracer.start_as_current_span("agent.launch", context=parent, attributes=attributes) as span:
+            carrier = telemetry.inject(span)
+            trace_env = {
+                env: carrier[name]
+                for env, name in ((messages.TRACEPARENT_ENV, "traceparent"), ("TRACESTATE", "tracestate"))
+                if carrier.get(name)
+            }
+            launch = messages.launch_from(assignment, trace_env)
+            try:
+                with tracer.start_as_current_span(
+                    "backend.launch", attributes={**attributes, "backend.kind": self.backend.kind}
+                ):
+                    await self.backend.launch(launch)
+            except Exception as error:  # whatever went wrong, the attempt must end FAILED, not hang PLACED
+                span.set_status(Status(StatusCode.ERROR, str(error)))
+                if isinstance(error, BackendError):
+                    log.error("launch of %s failed: %s", key, error)
+                else:
+                    log.exception("launch of %s failed", key)
+                self._changed(AttemptStatus(key, State.FAILED, f"launch failed: {error}"))
+                return
+        log.info("launched %s on the %s backend", key, self.backend.kind)
+
+    async def _cancel(self, cancel: pb.Cancel) -> None:
+        key = messages.key_of(cancel)
+        known = self._attempts.get(key)
+        if known is None:
+            log.info("cancel for %s, which this agent does not run; nothing to do", key)
+            return
+        if known.state.terminal:
+            log.info("cancel for %s, which already ended %s; nothing to do", key, known.state)
+            return
+        log.info("cancelling %s: %s", key, cancel.reason or "asked by the broker")
+        try:
+            await self.backend.cancel(key)  # exactly this attempt: fencing by attempt number
+        except BackendError as error:
+            log.error("cancel of %s failed: %s", key, error)
+
+    async def _follow_backend(self) -> None:
+        async for status in self.backend.changes():
+            self._changed(status)
+
+    def _changed(self, status: AttemptStatus) -> None:
+        if not self._attempts.apply(status):
+            return
+        detail = f" ({status.message})" if status.message else ""
+        log.info("%s is %s%s", status.key, status.state, detail)
+        self._send(messages.update(status))
+
+    def _send(self, message: pb.AgentMessage) -> None:
+        # While disconnected the message is dropped on purpose: the next snapshot carries the state.
+        if self._outbox is not None:
+            self._outbox.put_nowait(message)
+
+
+async def run_until_signalled(agent: Agent) -> None:
+    """Run the agent; SIGTERM or SIGINT stops it cleanly (exit 0)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, agent.stop)
+    try:
+        await agent.run()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

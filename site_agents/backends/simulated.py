@@ -1,0 +1,192 @@
+"""The simulated backend: GPU nodes from the config, workloads that are timers.
+
+A first-class backend (the demo and the benchmarks run on it), not a test mock.
+It stands in for whatever the site declares, so it takes Ray and Kubernetes
+workloads alike. A workload's env scripts its fate:
+
+- `FEDBROKER_SIM_SECONDS`: how long it runs (else estimated_hours x 3600 x time_scale;
+  one hour when there is no estimate);
+- `FEDBROKER_SIM_EXIT_CODE`: how it ends (default 0 -> SUCCEEDED, else FAILED "exit code N").
+
+Placement on nodes: the broker's hint (one node per replica) when the whole gang
+fits there, else first fit in node-name order, else FAILED "no room: needs 2x8 H800".
+asyncio is its only clock; `sleep` is injectable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from site_agents.backends.base import AttemptKey, AttemptStatus, Launch, NodeInventory, Resources, State
+from site_agents.config import NodeGroup
+
+SIM_SECONDS = "FEDBROKER_SIM_SECONDS"
+SIM_EXIT_CODE = "FEDBROKER_SIM_EXIT_CODE"
+DEFAULT_HOURS = 1.0
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass
+class _Run:
+    launch: Launch
+    status: AttemptStatus
+    allocation: dict[str, int] = field(default_factory=dict)  # node -> GPUs
+    task: asyncio.Task[None] | None = None
+
+
+class SimulatedBackend:
+    kind: str = "simulated"
+    backends: tuple[str, ...] = ("kubernetes", "ray")
+
+    def __init__(
+        self,
+        node_groups: Sequence[NodeGroup],
+        time_scale: float = 0.001,
+        *,
+        sleep: Sleep = asyncio.sleep,
+        keep_finished: int = 10_000,
+    ) -> None:
+        self._time_scale = time_scale
+        self._sleep = sleep
+        self._nodes: dict[str, NodeInventory] = {}
+        for group in node_groups:
+            for i in range(group.count):
+                name = f"{group.name_prefix}-{i}"
+                self._nodes[name] = NodeInventory(
+                    name=name,
+                    gpu_model=group.gpu_model,
+                    gpus_allocatable=group.gpus,
+                    gpus_allocated=0,
+                    gpu_memory_gb=group.gpu_memory_gb,
+                    cpus=group.cpus,
+                    memory_gb=group.memory_gb,
+                    labels=dict(group.labels),
+                )
+        self._order = sorted(self._nodes, key=_natural)  # first fit walks cp-h800-2 before cp-h800-10
+        self._allocated = dict.fromkeys(self._nodes, 0)
+        self._runs: dict[AttemptKey, _Run] = {}
+        # Ended runs are remembered (a late re-send stays a no-op) up to a bound, oldest forgotten first.
+        self._finished: deque[AttemptKey] = deque()
+        self._keep_finished = keep_finished
+        self._changes: asyncio.Queue[AttemptStatus] = asyncio.Queue()
+        # What it was asked to run, and each real start: demos and tests read these.
+        self.launches: dict[AttemptKey, Launch] = {}
+        self.starts: list[AttemptKey] = []
+
+    async def nodes(self) -> list[NodeInventory]:
+        return [replace(self._nodes[name], gpus_allocated=self._allocated[name]) for name in self._order]
+
+    async def launch(self, launch: Launch) -> None:
+        key = launch.key
+        if key in self._runs:
+            return
+        self.launches[key] = launch
+        run = _Run(launch, AttemptStatus(key, State.PLACED))
+        self._runs[key] = run
+        if launch.backend not in self.backends:
+            self._end(run, State.FAILED, f"backend {launch.backend!r} is not run at this site")
+            return
+        try:
+            seconds, exit_code = _script(launch, self._time_scale)
+        except ValueError as error:
+            self._end(run, State.FAILED, str(error))
+            return
+        placement = self._fit(launch.resources, launch.nodes)
+        if placement is None:
+            self._end(run, State.FAILED, f"no room: needs {launch.resources}")
+            return
+        for name in placement:
+            self._allocated[name] += launch.resources.gpus_per_replica
+            run.allocation[name] = run.allocation.get(name, 0) + launch.resources.gpus_per_replica
+        self.starts.append(key)
+        self._set(run, AttemptStatus(key, State.RUNNING, nodes=tuple(placement)))
+        run.task = asyncio.create_task(self._finish_after(run, seconds, exit_code), name=f"sim {key}")
+
+    async def cancel(self, key: AttemptKey) -> None:
+        run = self._runs.get(key)
+        if run is None or run.status.state.terminal:
+            return
+        if run.task is not None:
+            run.task.cancel()
+        self._end(run, State.CANCELLED, "cancelled")
+
+    async def changes(self) -> AsyncIterator[AttemptStatus]:
+        while True:
+            yield await self._changes.get()
+
+    async def _finish_after(self, run: _Run, seconds: float, exit_code: int) -> None:
+        await self._sleep(seconds)
+        if exit_code == 0:
+            self._end(run, State.SUCCEEDED, "exit code 0", exit_code)
+        else:
+            self._end(run, State.FAILED, f"exit code {exit_code}", exit_code)
+
+    def _end(self, run: _Run, state: State, message: str, exit_code: int | None = None) -> None:
+        for name, gpus in run.allocation.items():
+            self._allocated[name] -= gpus
+        run.allocation.clear()
+        run.task = None
+        self._set(run, AttemptStatus(run.launch.key, state, message, exit_code, run.status.nodes))
+        self._finished.append(run.launch.key)
+        while len(self._finished) > self._keep_finished:
+            old = self._finished.popleft()
+            self._runs.pop(old, None)
+            self.launches.pop(old, None)
+
+    def _set(self, run: _Run, status: AttemptStatus) -> None:
+        run.status = status
+        self._changes.put_nowait(status)
+
+    def _fit(self, need: Resources, hint: Sequence[str]) -> list[str] | None:
+        """One node per replica: the hint if the whole gang fits there, else first fit, else None."""
+        if len(hint) == need.replicas:
+            placed = self._take(need, [[name] for name in hint])
+            if placed is not None:
+                return placed
+        return self._take(need, [self._order] * need.replicas)
+
+    def _take(self, need: Resources, choices: Sequence[Sequence[str]]) -> list[str] | None:
+        free = {name: node.gpus_allocatable - self._allocated[name] for name, node in self._nodes.items()}
+        placed: list[str] = []
+        for options in choices:
+            for name in options:
+                node = self._nodes.get(name)
+                if node is None or (need.gpu_model and node.gpu_model != need.gpu_model):
+                    continue
+                if free[name] >= need.gpus_per_replica:
+                    free[name] -= need.gpus_per_replica
+                    placed.append(name)
+                    break
+            else:
+                return None
+        return placed
+
+
+def _script(launch: Launch, time_scale: float) -> tuple[float, int]:
+    """(seconds to run, exit code) from the workload's env and estimate; ValueError names a bad variable."""
+    raw_seconds = launch.env.get(SIM_SECONDS)
+    if raw_seconds is not None:
+        try:
+            seconds = float(raw_seconds)
+        except ValueError:
+            seconds = -1.0
+        if not seconds >= 0:  # also refuses NaN
+            raise ValueError(f"{SIM_SECONDS} must be a number of seconds >= 0, got {raw_seconds!r}")
+    else:
+        hours = launch.estimated_hours if launch.estimated_hours is not None else DEFAULT_HOURS
+        seconds = hours * 3600 * time_scale
+    raw_code = launch.env.get(SIM_EXIT_CODE, "0")
+    try:
+        exit_code = int(raw_code)
+    except ValueError:
+        raise ValueError(f"{SIM_EXIT_CODE} must be an integer, got {raw_code!r}") from None
+    return seconds, exit_code
+
+
+def _natural(name: str) -> list[int | str]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]

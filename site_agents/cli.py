@@ -1,0 +1,65 @@
+"""`fedbroker agent --config agent.yaml`: load the config, set up tracing, run the agent until signalled.
+
+Exit codes: 0 stopped by SIGTERM/SIGINT; 1 the broker refused the agent's
+credential; 2 the config (or token) is unusable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from broker import telemetry
+from broker.validation import InvalidInput
+from site_agents.agent import Agent, run_until_signalled
+from site_agents.backends import make_backend
+from site_agents.config import TOKEN_ENV, load_agent_config, resolve_token
+from site_agents.errors import AgentRefused, BackendNotImplemented
+
+
+@click.command("agent")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The agent config (agent.yaml).",
+)
+@click.option(
+    "--token",
+    envvar=TOKEN_ENV,
+    default=None,
+    help=f"This site's agent token (or ${TOKEN_ENV}, or token_file in the config).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+)
+def agent_command(config_path: Path, token: str | None, log_level: str) -> None:
+    """Run this site's agent: report inventory to the broker and run what it assigns."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        config = load_agent_config(config_path)
+        secret = resolve_token(config, token)
+        backend = make_backend(config.backend)
+    except (InvalidInput, BackendNotImplemented) as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    telemetry.setup_tracing("fedbroker-agent")
+    try:
+        asyncio.run(run_until_signalled(Agent(config, secret, backend)))
+    except AgentRefused as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # python -m site_agents.cli, before the fedbroker group registers it
+    agent_command()

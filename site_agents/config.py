@@ -1,0 +1,181 @@
+"""The agent config (`agent.yaml`) and the agent's token: typed, validated, errors naming the field path.
+
+site: cyberport
+broker: 127.0.0.1:50051
+heartbeat_s: 2
+datasets: [cantonese-speech]
+token_file: null
+backend: {kind: simulated, time_scale: 0.001, node_groups: [...]}
+         | {kind: kubernetes, namespace: ..., kubeconfig: ...}
+         | {kind: ray, address: http://...}
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import InitErrorDetails
+
+from broker.validation import InvalidInput, describe
+
+TOKEN_ENV = "FEDBROKER_AGENT_TOKEN"
+BACKEND_KINDS = ("simulated", "kubernetes", "ray")
+_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[^\s:\[\]/]+):\d{1,5}$")
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+Name = Annotated[str, Field(min_length=1, pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeGroup(_Strict):
+    """`count` identical simulated nodes named `{name_prefix}-{i}`, i from 0."""
+
+    count: PositiveInt
+    name_prefix: Name
+    gpu_model: Annotated[str, Field(min_length=1)]
+    gpus: PositiveInt
+    gpu_memory_gb: PositiveFloat
+    cpus: PositiveFloat
+    memory_gb: PositiveFloat
+    labels: dict[str, str] = {}
+
+
+class SimulatedBackendConfig(_Strict):
+    kind: Literal["simulated"]
+    # A workload runs estimated_hours x 3600 x time_scale seconds (unless its env says otherwise).
+    time_scale: PositiveFloat = 0.001
+    node_groups: Annotated[list[NodeGroup], Field(min_length=1)]
+
+    @field_validator("node_groups")
+    @classmethod
+    def _unique_prefixes(cls, groups: list[NodeGroup]) -> list[NodeGroup]:
+        # Distinct prefixes are enough for distinct node names: "{prefix}-{int}" cannot collide.
+        seen: set[str] = set()
+        for group in groups:
+            if group.name_prefix in seen:
+                raise ValueError(f"name_prefix {group.name_prefix!r} is used twice: node names would repeat")
+            seen.add(group.name_prefix)
+        return groups
+
+
+class KubernetesBackendConfig(_Strict):
+    kind: Literal["kubernetes"]
+    namespace: Name = "fedbroker-workloads"
+    kubeconfig: str | None = None  # in-cluster config when omitted
+
+
+class RayBackendConfig(_Strict):
+    kind: Literal["ray"]
+    address: Annotated[str, Field(pattern=r"^https?://.+")]  # the Ray dashboard (job submission) URL
+
+
+BackendConfig = Annotated[
+    SimulatedBackendConfig | KubernetesBackendConfig | RayBackendConfig, Field(discriminator="kind")
+]
+
+
+class AgentConfig(_Strict):
+    site: Name
+    broker: str  # host:port of the broker's gRPC endpoint
+    heartbeat_s: PositiveFloat = 2.0
+    datasets: list[str] = []
+    token_file: str | None = None
+    backend: BackendConfig
+
+    @field_validator("broker")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if not _HOST_PORT.match(value):
+            raise ValueError(f"must be host:port, e.g. 127.0.0.1:50051 (got {value!r})")
+        return value
+
+
+def parse_agent_config(data: object, source: str = "agent config") -> AgentConfig:
+    if data is None:
+        raise InvalidInput(source, ["(root): is empty; expected the agent settings (site, broker, backend)"])
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as error:
+        raise InvalidInput(source, describe(_untagged(error))) from None
+
+
+def load_agent_config(path: str | Path) -> AgentConfig:
+    """Read and validate an agent config; InvalidInput names the file and each bad field.
+
+    A relative `token_file` is resolved against the config file's folder, so the
+    agent finds it whatever its working directory.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise InvalidInput(str(path), [f"cannot read: {error.strerror}"]) from None
+    except yaml.YAMLError as error:
+        raise InvalidInput(str(path), [f"not valid YAML: {error}"]) from None
+    config = parse_agent_config(data, str(path))
+    if config.token_file is not None:
+        token_file = Path(config.token_file).expanduser()
+        if not token_file.is_absolute():
+            token_file = path.parent / token_file
+        config = config.model_copy(update={"token_file": str(token_file)})
+    return config
+
+
+def resolve_token(
+    config: AgentConfig, flag: str | None = None, environ: Mapping[str, str] = os.environ
+) -> str:
+    """The agent's credential: the --token flag, else $FEDBROKER_AGENT_TOKEN, else token_file."""
+    if flag:
+        return flag
+    if environ.get(TOKEN_ENV):
+        return environ[TOKEN_ENV]
+    if config.token_file is None:
+        raise InvalidInput(
+            "agent token", [f"none given: pass --token, set {TOKEN_ENV}, or set token_file in the config"]
+        )
+    try:
+        token = Path(config.token_file).read_text().strip()
+    except OSError as error:
+        raise InvalidInput("token_file", [f"{config.token_file}: cannot read: {error.strerror}"]) from None
+    if not token:
+        raise InvalidInput("token_file", [f"{config.token_file}: is empty"])
+    return token
+
+
+def _untagged(error: ValidationError) -> ValidationError:
+    """Drop pydantic's union tag from paths: `backend.node_groups[0].gpus`, not `backend.simulated....`.
+
+    A missing or unknown `kind` is reported on `backend.kind`, like any other field.
+    """
+    details: list[InitErrorDetails] = []
+    for e in error.errors():
+        loc: tuple[int | str, ...] = tuple(e["loc"])
+        kind: Any = e["type"]
+        ctx: dict[str, Any] = dict(e.get("ctx") or {})
+        if loc[:1] == ("backend",):
+            if kind == "union_tag_invalid":
+                kind, loc, ctx = "literal_error", ("backend", "kind"), {"expected": _kinds()}
+            elif kind == "union_tag_not_found":
+                kind, loc, ctx = "missing", ("backend", "kind"), {}
+            elif len(loc) > 1 and loc[1] in BACKEND_KINDS:
+                loc = loc[:1] + loc[2:]
+        detail = InitErrorDetails(type=kind, loc=loc, input=e["input"])
+        if ctx:
+            detail["ctx"] = ctx
+        details.append(detail)
+    return ValidationError.from_exception_data(error.title, details)
+
+
+def _kinds() -> str:
+    quoted = [repr(k) for k in BACKEND_KINDS]
+    return ", ".join(quoted[:-1]) + f" or {quoted[-1]}"
