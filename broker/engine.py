@@ -231,7 +231,7 @@ class Broker:
                 if state not in TERMINAL and row.state in ACTIVE:
                     running.append(row.id)
                 if state != row.state:
-                    self._apply_agent_state(session, row, state, "reported by the site agent")
+                    self._apply_agent_state(session, row, state, item.message or state.lower())
             if site.awaiting_first_report:
                 site.awaiting_first_report = False
                 self._requeue_lost(session, site_name, seen)

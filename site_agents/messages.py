@@ -74,6 +74,8 @@ def report(
                     attempt=a.key.attempt,
                     state=state_to_proto(a.state),
                     nodes=a.nodes,
+                    message=a.message,
+                    exit_code=a.exit_code,
                 )
                 for a in attempts
             ],
@@ -88,7 +90,7 @@ def update(status: AttemptStatus) -> pb.AgentMessage:
             attempt=status.key.attempt,
             state=state_to_proto(status.state),
             message=status.message,
-            exit_code=status.exit_code or 0,
+            exit_code=status.exit_code,
         )
     )
 

@@ -397,7 +397,7 @@ class PlacementCore:
             quotes.append(q)
             loc = self._catalog.hours(request.datasets, site.name) if request.datasets else 0.0
             terms.append(ScoreTerms(loc, q.tenant_hkd, site.load_after(gpus)))
-        scores = rank(terms, self._weights)
+        scores = rank(terms, self._weights, request.estimated_hours)
         # lowest score wins; eligible is in site-name order, so min() breaks ties by name
         best = min(range(len(eligible)), key=scores.__getitem__)
         candidates: list[Candidate] = []

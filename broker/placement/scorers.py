@@ -1,9 +1,9 @@
 """Scorers: how good is an eligible site for a request? Lower is better for every term.
 
-Each scorer yields one raw term (hours, HK$, utilisation). ``rank`` normalises each term
-min-max over the eligible candidates (all equal -> 0, so a term that cannot tell sites
-apart does not count), weights them with ``Federation.weights`` and sums. The lowest sum
-wins; ties go by site name so that the same snapshot always gives the same decision.
+Each scorer yields one raw term (hours, HK$, utilisation). ``rank`` scales each to a
+dimensionless fraction (see its docstring for why not min-max), weights them with
+``Federation.weights`` and sums. The lowest sum wins; ties go by site name so that the
+same snapshot always gives the same decision.
 """
 
 from __future__ import annotations
@@ -55,18 +55,20 @@ class LoadScorer:
         return site.load_after(request.gpus_per_replica * request.replicas)
 
 
-def _normalise(values: Sequence[float]) -> list[float]:
-    lo, hi = min(values), max(values)
-    if hi - lo <= 1e-12:
-        return [0.0] * len(values)
-    span = hi - lo
-    return [(v - lo) / span for v in values]
+def rank(terms: Sequence[ScoreTerms], weights: Weights, estimated_hours: float) -> list[float]:
+    """Weighted sum of dimensionless terms in [0, 1], one score per candidate (same order).
 
-
-def rank(terms: Sequence[ScoreTerms], weights: Weights) -> list[float]:
-    """Weighted sum of min-max normalised terms, one score per candidate (same order)."""
-    loc = _normalise([t.locality_hours for t in terms])
-    cost = _normalise([t.cost_hkd for t in terms])
-    load = _normalise([t.load for t in terms])
-    wl, wc, wd = weights.locality, weights.cost, weights.load
-    return [wl * a + wc * b + wd * c for a, b, c in zip(loc, cost, load, strict=True)]
+    Each term is scaled so that its size means something, rather than min-max over the
+    candidates (which turns a 1 GB and an 8 TB difference, or HK$1 and HK$10,000, into the
+    same 0-vs-1 swing):
+    - locality: the share of time-to-result spent moving data, h / (h + estimated_hours);
+    - cost: the price relative to the dearest candidate, cost / max(cost);
+    - load: the utilisation after placement, already a fraction.
+    """
+    dearest = max((t.cost_hkd for t in terms), default=0.0)
+    scores = []
+    for t in terms:
+        moving = t.locality_hours / (t.locality_hours + estimated_hours) if t.locality_hours > 0 else 0.0
+        cost = t.cost_hkd / dearest if dearest > 0 else 0.0
+        scores.append(weights.locality * moving + weights.cost * cost + weights.load * t.load)
+    return scores

@@ -31,7 +31,7 @@ def test_places_whole_gang_best_fit_and_explains_every_site():
     assert d.nodes == ("cp-0", "cp-0", "cp-1")  # fill one node before the next
     assert [x.site for x in d.explanation.candidates] == ["cyberport", "sandy-ridge"]
     assert all(x.eligible and x.reasons == () for x in d.explanation.candidates)
-    assert d.explanation.summary == "placed on cyberport (score 0.00)"
+    assert d.explanation.summary == "placed on cyberport (score 1.75)"  # cost 1.0 (dearest) + load 0.75
     # best fit: the 4-GPU hole on cp-1 takes the next 4-GPU replica, not an empty node
     d2 = c.submit(req("w2", gpus_per_replica=4, sites=("cyberport",)))
     assert isinstance(d2, Placed) and d2.nodes == ("cp-1",)

@@ -33,8 +33,30 @@ def test_data_gravity_pulls_work_to_the_only_replica():
     cp, sr = d.explanation.candidates
     assert cp.terms.locality_hours == pytest.approx(2000 * 8 / 100 / 3600)
     assert sr.terms.locality_hours == 0.0
-    assert (cp.score, sr.score) == (1.0, 0.0)
-    assert d.explanation.summary == "placed on sandy-ridge (score 0.00)"
+    # Same price (cost 1.0 each) and load 0.25 each; cyberport adds the share of the
+    # 1-hour job's time-to-result spent moving 2 TB.
+    moving = cp.terms.locality_hours / (cp.terms.locality_hours + 1.0)
+    assert (cp.score, sr.score) == pytest.approx((1.0 + moving + 0.25, 1.25))
+    assert d.explanation.summary == "placed on sandy-ridge (score 1.25)"
+
+
+@pytest.mark.parametrize(
+    ("size_gb", "gbit_s", "chosen"),
+    [
+        (1, 100.0, "cyberport"),  # seconds of copying: the 6% cheaper site wins
+        (15000, 10.0, "sandy-ridge"),  # 3.3 h of copying for a 1 h job: the data wins
+    ],
+)
+def test_data_gravity_grows_with_the_data_not_just_its_presence(size_gb, gbit_s, chosen):
+    lidar = Dataset("harbour-lidar", size_gb, frozenset({"sandy-ridge"}))
+    fed = federation(
+        site("cyberport", prices={"H800": 30.0}),
+        site("sandy-ridge", prices={"H800": 32.0}),
+        datasets=[lidar],
+        links={frozenset({"cyberport", "sandy-ridge"}): gbit_s},
+    )
+    d = pair(fed).evaluate(req("w1", datasets=("harbour-lidar",)))
+    assert d.explanation.chosen == chosen
 
 
 def test_missing_link_uses_the_slow_default_and_reported_replicas_count():
@@ -85,7 +107,7 @@ def test_a_nearly_full_site_sheds_new_work():
     assert isinstance(d, Placed) and d.site == "sandy-ridge"
     cp_c, sr_c = d.explanation.candidates
     assert (cp_c.terms.load, sr_c.terms.load) == (1.0, 0.25)
-    assert (cp_c.score, sr_c.score) == (1.0, 0.0)
+    assert (cp_c.score, sr_c.score) == (2.0, 1.25)  # equal cost (1.0) + load
 
 
 def test_a_site_without_room_is_never_chosen_whatever_its_scores():

@@ -1,0 +1,243 @@
+"""Benchmark of the placement core alone: decisions/s, decision latency, queue pass time
+and peak memory at 2 sites/64 nodes, 10 sites/500 nodes and 10 sites/5,000 nodes (8 GPUs
+per node), each with 50,000 queued workloads of mixed shapes from a fixed seed.
+
+    .venv/bin/python bench/placement.py                 # all three scales, a table
+    .venv/bin/python bench/placement.py --scale small   # a quick run
+    .venv/bin/python bench/placement.py --json          # {"rows": [...]}
+
+Method, per scale, in a fresh forked process:
+  1. build the federation, report every site's nodes (empty) and mark them healthy;
+  2. submit workloads one by one until 50,000 wait in the queue, timing each ``submit``
+     (a decision; some are placed, most queue, a few are refused) -> decisions/s (decisions
+     over the summed submit time), p50, p99;
+  3. an inventory change: 2% of the placed workloads finish and one site reports (its
+     running list included) -> time one full ``schedule()`` pass over the whole queue;
+  4. peak memory = the process's peak RSS (resource.getrusage ru_maxrss), which includes
+     the interpreter and the generated requests, not only the core.
+The clock and the seeded random generator live here; the core takes neither.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import multiprocessing
+import random
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from broker.placement import (
+    Dataset,
+    Federation,
+    Node,
+    Placed,
+    PlacementCore,
+    Queued,
+    Request,
+    SiteConfig,
+    SubsidyProgram,
+    TenantPolicy,
+)
+
+SCALES = {"small": (2, 64), "medium": (10, 500), "large": (10, 5000)}
+MODELS = ("H800", "A100-80GB", "L40S")
+GPUS_PER_NODE = 8
+
+
+def build(n_sites: int, n_nodes: int, seed: int) -> tuple[Federation, dict[str, list[Node]]]:
+    rng = random.Random(seed)
+    names = [f"site-{i:02d}" for i in range(n_sites)]
+    sites, inventory = [], {}
+    for i, name in enumerate(names):
+        backends = frozenset({"kubernetes", "ray"} if i % 3 else {"kubernetes"})
+        programs = frozenset({"aiss"} if i % 2 == 0 else set())
+        prices = {m: round(rng.uniform(15, 45), 1) for m in MODELS}
+        sites.append(SiteConfig(name, backends, programs, prices))
+        count = n_nodes // n_sites + (1 if i < n_nodes % n_sites else 0)
+        inventory[name] = [
+            Node(f"{name}-n{j:05d}", MODELS[j % len(MODELS)], GPUS_PER_NODE, 0, 128.0, 1024.0)
+            for j in range(count)
+        ]
+    links = {
+        frozenset({a, b}): rng.choice([10.0, 40.0, 100.0])
+        for k, a in enumerate(names)
+        for b in names[k + 1 :]
+        if rng.random() < 0.5
+    }
+    datasets = tuple(
+        Dataset(
+            f"ds-{k}", rng.choice([50.0, 500.0, 2000.0, 8000.0]), frozenset(rng.sample(names, k=1 + (k % 2)))
+        )
+        for k in range(8)
+    )
+    tenants = tuple(
+        TenantPolicy(
+            f"tenant-{k:02d}",
+            "aiss" if k % 2 == 0 else None,
+            budget_hkd=rng.choice([50_000.0, 500_000.0, 5_000_000.0]),
+            quota_gpus=None if k % 4 else 512,
+        )
+        for k in range(20)
+    )
+    fed = Federation(tuple(sites), (SubsidyProgram("aiss", 0.7),), tenants, datasets, links)
+    return fed, inventory
+
+
+def workloads(fed: Federation, seed: int) -> Iterator[Request]:
+    """An endless, seeded stream of mixed shapes (1-64 GPUs, gangs of 1-8 replicas)."""
+    rng = random.Random(seed + 1)
+    names = [s.name for s in fed.sites]
+    for i in itertools.count():
+        per = rng.choice([1, 1, 2, 4, 8, 8])
+        replicas = rng.choice([1, 1, 1, 2, 2, 4, 8])
+        while per * replicas > 64:
+            replicas //= 2
+        tenant = f"tenant-{rng.randrange(20):02d}"
+        yield Request(
+            workload_id=f"w{i:06d}",
+            tenant=tenant,
+            backend=rng.choice(["kubernetes", "kubernetes", "ray"]),
+            gpu_model=rng.choice(MODELS),
+            gpus_per_replica=per,
+            replicas=replicas,
+            cpus_per_replica=rng.choice([0.0, 0.0, 16.0]),
+            memory_gb_per_replica=rng.choice([0.0, 0.0, 128.0]),
+            datasets=tuple(rng.sample([d.name for d in fed.datasets], k=rng.choice([0, 0, 1, 2]))),
+            subsidy=rng.choice(["preferred", "preferred", "required", "none"]),
+            priority=rng.choice([0, 0, 0, 1, 2]),
+            estimated_hours=rng.choice([0.5, 2.0, 12.0]),
+            sites=tuple(rng.sample(names, k=2)) if rng.random() < 0.1 else (),
+            seq=i,
+        )
+
+
+def measure(scale: str, queued: int, seed: int) -> dict:
+    n_sites, n_nodes = SCALES[scale]
+    fed, inventory = build(n_sites, n_nodes, seed)
+    core = PlacementCore(fed)
+    for name, nodes in inventory.items():
+        core.update_site(name, nodes=nodes)
+        core.set_healthy(name, True)
+
+    # 2. decisions: submit until `queued` wait in the queue, timing each submit
+    lat = []
+    placed: list[Placed] = []
+    in_queue = 0
+    clock = time.perf_counter
+    stream = workloads(fed, seed)
+    reqs = []
+    while in_queue < queued:
+        r = next(stream)
+        reqs.append(r)  # kept alive, as the broker would
+        a = clock()
+        d = core.submit(r)
+        lat.append(clock() - a)
+        if isinstance(d, Placed):
+            placed.append(d)
+        elif isinstance(d, Queued):
+            in_queue += 1
+    total = sum(lat)
+
+    # 3. an inventory change: 2% of placed work finishes, one site reports, one pass
+    rng = random.Random(seed + 2)
+    done = rng.sample(placed, k=max(1, len(placed) // 50))
+    for p in done:
+        core.finish(p.workload_id)
+    site = fed.sites[0].name
+    still = [p.workload_id for p in placed if p.site == site and p not in done]
+    core.update_site(site, nodes=inventory[site], running=[])
+    a = clock()
+    passed = core.schedule()
+    pass_s = clock() - a
+    a = clock()
+    core.schedule()  # a second pass with nothing changed: the steady-state cost
+    idle_pass_s = clock() - a
+    del still
+
+    lat.sort()
+    return {
+        "scale": scale,
+        "sites": n_sites,
+        "nodes": n_nodes,
+        "queued": in_queue,
+        "submitted": len(reqs),
+        "placed_at_submit": len(placed),
+        "placed_in_pass": len(passed),
+        "decisions_per_s": round(len(reqs) / total),
+        "decision_p50_ms": round(statistics.median(lat) * 1e3, 3),
+        "decision_p99_ms": round(lat[int(len(lat) * 0.99)] * 1e3, 3),
+        "queue_pass_s": round(pass_s, 3),
+        "idle_pass_s": round(idle_pass_s, 3),
+        "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def _child(scale: str, queued: int, seed: int, out: multiprocessing.Queue) -> None:
+    out.put(measure(scale, queued, seed))
+
+
+def run_isolated(scale: str, queued: int, seed: int) -> dict:
+    """Each scale in a fresh forked process, so peak RSS is that scale's own."""
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(scale, queued, seed, q))
+    proc.start()
+    row = q.get()
+    proc.join()
+    return row
+
+
+JSON_KEYS = (
+    "sites",
+    "nodes",
+    "queued",
+    "decisions_per_s",
+    "decision_p50_ms",
+    "decision_p99_ms",
+    "queue_pass_s",
+    "peak_mb",
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--scale", choices=[*SCALES, "all"], default="all")
+    ap.add_argument("--queued", type=int, default=50_000, help="queued workloads per scale")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    args = ap.parse_args(argv)
+    scales = list(SCALES) if args.scale == "all" else [args.scale]
+    rows = [run_isolated(s, args.queued, args.seed) for s in scales]
+    if args.json:
+        print(json.dumps({"rows": [{k: r[k] for k in JSON_KEYS} for r in rows]}))
+        return
+    from tabulate import tabulate
+
+    cols = [
+        "sites",
+        "nodes",
+        "submitted",
+        "placed_at_submit",
+        "queued",
+        "decisions_per_s",
+        "decision_p50_ms",
+        "decision_p99_ms",
+        "placed_in_pass",
+        "queue_pass_s",
+        "idle_pass_s",
+        "peak_mb",
+    ]
+    print(tabulate([[r[c] for c in cols] for r in rows], headers=cols, tablefmt="github"))
+    print("peak_mb: peak RSS of the scale's process (resource.getrusage), requests included")
+
+
+if __name__ == "__main__":
+    main()
