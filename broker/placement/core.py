@@ -112,6 +112,11 @@ class PlacementCore:
         self._cap_ids: dict[tuple, int] = {}
         self.starvation_passes = starvation_passes
         self.metrics = PlacementMetrics()
+        # Whether anything a pass depends on changed since the last pass. A pass over an
+        # unchanged state places nothing (failing is monotone), so the broker may call
+        # schedule() on every heartbeat and pay only when something changed.
+        self._dirty = True
+        self._snapshots: dict[str, tuple[Node, ...]] = {}
 
     # ------------------------------------------------------------------ site view
     def _site(self, site: str) -> SiteView:
@@ -135,15 +140,24 @@ class PlacementCore:
         cap = view.capacity
         for wid in running:
             alloc = self._ledger.allocations.get(wid)
-            if alloc is not None and alloc.site == site:  # unknown/ended/elsewhere: ignored
-                self._ledger.drop_gpus(alloc, cap)
-        cap.replace(nodes)
+            if alloc is not None and alloc.site == site and alloc.gpus_reserved:
+                self._ledger.drop_gpus(alloc, cap)  # unknown/ended/elsewhere: ignored
+                self._dirty = True
+        snapshot = tuple(nodes)
+        if snapshot != self._snapshots.get(site):  # most heartbeats repeat the last one
+            self._snapshots[site] = snapshot
+            cap.replace(snapshot)
+            self._dirty = True
         view.reported = True
         view.running = running
-        self._catalog.report(site, datasets)
+        if self._catalog.report(site, datasets):
+            self._dirty = True
 
     def set_healthy(self, site: str, healthy: bool) -> None:
-        self._site(site).healthy = healthy
+        view = self._site(site)
+        if view.healthy != healthy:
+            view.healthy = healthy
+            self._dirty = True
 
     def site_usage(self, site: str) -> SiteUsage:
         cap = self._site(site).capacity
@@ -211,9 +225,11 @@ class PlacementCore:
 
     def cancel(self, workload_id: str) -> None:
         """Queued: drop it. Placed: release GPUs, CPUs/memory, quota and budget share."""
-        self._queue.remove(workload_id)
-        self._ledger.remove(workload_id, self._capacities())
+        queued = self._queue.remove(workload_id)
+        placed = self._ledger.remove(workload_id, self._capacities())
         self._drop_holds(workload_id)
+        if queued is not None or placed is not None:
+            self._dirty = True
 
     def finish(self, workload_id: str) -> None:
         """The workload ended (succeeded or failed): release like cancel."""
@@ -226,6 +242,7 @@ class PlacementCore:
             return
         self._drop_holds(workload_id)
         self._queue.push(self._entry(alloc.request, alloc.key))
+        self._dirty = True
 
     def explain(self, workload_id: str) -> Explanation | None:
         alloc = self._ledger.allocations.get(workload_id)
@@ -254,9 +271,11 @@ class PlacementCore:
         return {k: h.workload for k, h in self._holds.items()}
 
     # ------------------------------------------------------------------ the queue pass
-    def schedule(self) -> list[Placed]:
+    def schedule(self, *, force: bool = False) -> list[Placed]:
         """One pass over the queue in order, placing what fits and reserving as it goes.
 
+        0. if nothing changed since the last pass (and not ``force``), return at once: a
+           pass over an unchanged state places nothing;
         1. forget the last pass's holds (this pass rebuilds them in order);
         2. for each queued workload, cheapest test first:
            a. skip it if its gang size (GPU model, GPUs/replica, replicas, CPUs, memory),
@@ -273,8 +292,12 @@ class PlacementCore:
         distinct shape that passes (a) + one per placement. Skipped workloads' explanations
         are rebuilt on demand by ``explain``.
         """
-        self._holds.clear()
         metrics = self.metrics
+        if not (self._dirty or force):
+            metrics.passes_skipped += 1
+            return []
+        self._dirty = False
+        self._holds.clear()
         metrics.passes += 1
         sites = self._site_list
         failed: dict[int, tuple[str, ...] | None] = {}  # shape id -> hold sites (None: unknown)
@@ -436,11 +459,11 @@ class PlacementCore:
         if request.backend not in cfg.backends:
             return [R.BACKEND_NOT_OFFERED.format(backend=request.backend)]
         model = request.gpu_model
-        if not site.reported:
-            if model not in cfg.gpu_prices_hkd_per_hour:
-                return [R.NO_GPU_MODEL.format(model=model)]
-        elif not site.capacity.has_model(model):
+        priced = model in cfg.gpu_prices_hkd_per_hour
+        if not (site.capacity.has_model(model) if site.reported else priced):
             return [R.NO_GPU_MODEL.format(model=model)]
+        if not priced:
+            return [R.NOT_PRICED.format(model=model)]
         if request.sites and site.name not in request.sites:
             return [R.NOT_ALLOWED]
         policy = self._ledger.policy(request.tenant)

@@ -71,9 +71,11 @@ class GpuModelFilter:
     final = True
 
     def check(self, site: SiteView, request: Request) -> str | None:
-        if site.capacity.has_model(request.gpu_model):
-            return None
-        return R.NO_GPU_MODEL.format(model=request.gpu_model)
+        if not site.capacity.has_model(request.gpu_model):
+            return R.NO_GPU_MODEL.format(model=request.gpu_model)
+        if request.gpu_model not in site.config.gpu_prices_hkd_per_hour:
+            return R.NOT_PRICED.format(model=request.gpu_model)
+        return None
 
 
 class AllowListFilter:

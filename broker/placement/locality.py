@@ -30,11 +30,14 @@ class DatasetCatalog:
         self._reported: dict[str, frozenset[str]] = {}  # site -> datasets its storage reports
         self._hours: dict[tuple[str, str], float] = {}  # (dataset, site) -> hours, cached
 
-    def report(self, site: str, datasets: Iterable[str]) -> None:
+    def report(self, site: str, datasets: Iterable[str]) -> bool:
+        """Record what the site's storage holds; True if that changed."""
         held = frozenset(datasets)
-        if self._reported.get(site, frozenset()) != held:
-            self._reported[site] = held
-            self._hours.clear()  # holders changed: every estimate may change
+        if self._reported.get(site, frozenset()) == held:
+            return False
+        self._reported[site] = held
+        self._hours.clear()  # holders changed: every estimate may change
+        return True
 
     def holders(self, dataset: str) -> frozenset[str]:
         configured = self._datasets.get(dataset)

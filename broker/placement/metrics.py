@@ -14,5 +14,6 @@ class PlacementMetrics:
     filtered: Counter[str] = field(default_factory=Counter)  # filter name -> site rejections
     decisions: Counter[str] = field(default_factory=Counter)  # placed / queued / refused
     passes: int = 0  # queue passes run
+    passes_skipped: int = 0  # passes asked for with nothing changed since the last
     evaluated_in_passes: int = 0  # queued workloads fully evaluated by passes
     skipped_by_shape: int = 0  # queued workloads skipped because their shape already failed

@@ -22,6 +22,8 @@ HELD = "held"
 UNHEALTHY = "agent not healthy"
 BACKEND_NOT_OFFERED = "backend {backend} not offered here"
 NO_GPU_MODEL = "no {model} GPUs here"
+# A site sells only the GPU models its config prices: an unpriced one could not be charged.
+NOT_PRICED = "{model} not offered here (no price set)"
 NOT_ALLOWED = "not in the workload's allowed sites"
 QUOTA_EXCEEDED = "tenant quota {quota} GPUs: {in_use} in use"
 SUBSIDY_NOT_HONOURED = "subsidy {program} not honoured here"

@@ -259,3 +259,15 @@ def test_refused_above_the_tenant_quota():
     c = core(fed, {"cyberport": nodes("cp", 16)})
     got, _ = refused_reasons(c, req("w1", replicas=9))
     assert got == {"cyberport": ("needs 72 GPUs; tenant quota is 64",)}
+
+
+def test_gpus_without_a_price_are_not_offered():
+    # Sandy Ridge reports L40S nodes but its config prices only H800: nothing could be charged.
+    fed = federation(site("cyberport", prices={"H800": 38.0, "L40S": 12.0}), site("sandy-ridge"))
+    c = pair(fed, cp=nodes("cp", 1, model="L40S"), sr=nodes("sr", 2, model="L40S"))
+    d = c.submit(req("w1", gpu_model="L40S"))
+    assert isinstance(d, Placed) and d.site == "cyberport"
+    assert reasons_by_site(d.explanation)["sandy-ridge"] == ("L40S not offered here (no price set)",)
+    only_unpriced = core(federation(site("sandy-ridge")), {"sandy-ridge": nodes("sr", 2, model="L40S")})
+    refused = only_unpriced.submit(req("w2", gpu_model="L40S"))
+    assert isinstance(refused, Refused)
