@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from broker.validation import InvalidInput, describe
+from broker.validation import InvalidInput, describe, read_yaml
 
 Backend = Literal["kubernetes", "ray"]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -135,10 +134,5 @@ def parse_federation(data: object, source: str = "federation config") -> Federat
 def load_federation(path: str | Path) -> FederationConfig:
     """Read and validate a federation file; InvalidInput names the file and each bad field."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise InvalidInput(str(path), [f"cannot read: {error.strerror}"]) from None
-    except yaml.YAMLError as error:
-        raise InvalidInput(str(path), [f"not valid YAML: {error}"]) from None
+    data = read_yaml(path)
     return parse_federation(data, str(path))

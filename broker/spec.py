@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from fedbroker.v1 import types_pb2
 from google.protobuf import json_format
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from broker.validation import InvalidInput, describe
+from broker.validation import InvalidInput, describe, read_yaml
 
 # Kubernetes object names: a Job is named after the workload, so keep that shape.
 WorkloadName = Annotated[str, Field(min_length=1, max_length=48, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")]
@@ -78,12 +77,7 @@ def parse_spec(data: object, source: str = "workload") -> WorkloadSpec:
 
 def load_spec(path: str | Path) -> WorkloadSpec:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise InvalidInput(str(path), [f"cannot read: {error.strerror}"]) from None
-    except yaml.YAMLError as error:
-        raise InvalidInput(str(path), [f"not valid YAML: {error}"]) from None
+    data = read_yaml(path)
     return parse_spec(data, str(path))
 
 

@@ -8,8 +8,10 @@ that every "bad input" message has the same shape:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import ValidationError
 
 
@@ -62,3 +64,13 @@ def _message(error: Any) -> str:
 def describe(error: ValidationError) -> list[str]:
     """One 'path: message' line per problem, in pydantic's order."""
     return [f"{field_path(e['loc'])}: {_message(e)}" for e in error.errors()]
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML document in path; InvalidInput naming the file if unreadable or malformed."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise InvalidInput(str(path), [f"cannot read: {error.strerror}"]) from None
+    except yaml.YAMLError as error:
+        raise InvalidInput(str(path), [f"not valid YAML: {error}"]) from None

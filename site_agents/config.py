@@ -18,11 +18,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import InitErrorDetails
 
-from broker.validation import InvalidInput, describe
+from broker.validation import InvalidInput, describe, read_yaml
 
 TOKEN_ENV = "FEDBROKER_AGENT_TOKEN"
 BACKEND_KINDS = ("simulated", "kubernetes", "ray")
@@ -116,12 +115,7 @@ def load_agent_config(path: str | Path) -> AgentConfig:
     agent finds it whatever its working directory.
     """
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise InvalidInput(str(path), [f"cannot read: {error.strerror}"]) from None
-    except yaml.YAMLError as error:
-        raise InvalidInput(str(path), [f"not valid YAML: {error}"]) from None
+    data = read_yaml(path)
     config = parse_agent_config(data, str(path))
     if config.token_file is not None:
         token_file = Path(config.token_file).expanduser()
