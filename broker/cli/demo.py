@@ -61,8 +61,10 @@ def demo(time_scale: float, keep: bool) -> None:
                 workload = output.workload_json(sre.get(workload_id))
                 why = output.explanation_json(sre.explain(workload_id))["summary"]
                 rows.append({**workload, "why": why})
-    click.echo()
+            first = output.explanation_json(sre.explain(submitted[0]))
     click.echo(output.table(rows, ["name", "tenant", "site", "state", "attempt", "why"]))
+    click.echo("\nwhy the first went where it did (fedbroker explain):")
+    click.echo(output.explanation_text(first))
     ok = all(r["state"] == lifecycle.SUCCEEDED for r in rows)
     click.echo(
         f"\n{len(rows)} workloads, {sum(r['state'] == 'SUCCEEDED' for r in rows)} succeeded, "
