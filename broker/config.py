@@ -87,6 +87,12 @@ class FederationConfig(_Strict):
         _unique(problems, "subsidy_programs", [p.name for p in self.subsidy_programs])
         _unique(problems, "tenants", [t.name for t in self.tenants])
         _unique(problems, "datasets", [d.name for d in self.datasets])
+        # One token, one identity: a shared digest would make one holder act as the other.
+        holders: dict[str, str] = {}
+        for field, digest in self._token_digests():
+            if digest in holders:
+                problems.append(f"{field}: same token digest as {holders[digest]}")
+            holders.setdefault(digest, field)
         for i, site in enumerate(self.sites):
             for j, program in enumerate(site.subsidy_programs):
                 if program not in programs:
@@ -106,6 +112,13 @@ class FederationConfig(_Strict):
             # Raised as ValueError so pydantic folds it into the same error list.
             raise ValueError("\n".join(problems))
         return self
+
+    def _token_digests(self) -> list[tuple[str, str]]:
+        return (
+            [(f"sites[{i}].agent_token_sha256", s.agent_token_sha256) for i, s in enumerate(self.sites)]
+            + [(f"tenants[{i}].token_sha256", t.token_sha256) for i, t in enumerate(self.tenants)]
+            + [(f"operators[{i}].token_sha256", o.token_sha256) for i, o in enumerate(self.operators)]
+        )
 
     def site(self, name: str) -> SiteConfig | None:
         return next((s for s in self.sites if s.name == name), None)

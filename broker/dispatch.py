@@ -46,6 +46,14 @@ class Dispatcher:
     def connected(self, site: str) -> bool:
         return site in self._sessions
 
+    def current(self, site: str) -> AgentSession | None:
+        return self._sessions.get(site)
+
+    def close_all(self) -> None:
+        for session in self._sessions.values():
+            session.close()
+        self._sessions.clear()
+
     def send(self, site: str, message: agent_service_pb2.BrokerMessage) -> bool:
         session = self._sessions.get(site)
         if session is None:

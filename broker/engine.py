@@ -57,6 +57,7 @@ class Broker:
         self.sites = {s.name: SiteState(s.name, tuple(s.backends)) for s in config.sites}
         self.dispatch = Dispatcher()
         self.hub = WatchHub()
+        self.started_at = clock()
         self._pending_events: list[tuple[str, int]] = []
         self._recover()
 
@@ -180,8 +181,22 @@ class Broker:
         if hello.site != who.name:
             raise PermissionDenied(f"this token is for site {who.name!r}, not {hello.site!r}")
         site = self.sites[who.name]
+        live = self.dispatch.current(site.name)
+        age = site.heartbeat_age(self.clock())
+        if (
+            live is not None
+            and live.agent_id != hello.agent_id
+            and age is not None
+            and age <= self.config.heartbeat_ttl_s
+        ):
+            # Two agents for one site would take turns replacing each other, and each
+            # would declare the other's work lost. The newcomer waits (and retries).
+            raise FailedPrecondition(f"site {site.name} already has a live agent {live.agent_id!r}")
         session = self.dispatch.open(site.name, hello.agent_id)
         site.agent_id = hello.agent_id
+        # Sequence numbers order reports within one agent session (an agent restarted, or
+        # another one, starts its own sequence), so the comparison starts afresh.
+        site.report_seq = 0
         site.awaiting_first_report = True
         session.outbox.put_nowait(
             agent_service_pb2.BrokerMessage(
@@ -228,8 +243,12 @@ class Broker:
                         self._send_cancel(site_name, item.workload_id, item.attempt, "stale attempt")
                     continue
                 seen.add(row.id)
-                if state not in TERMINAL and row.state in ACTIVE:
-                    running.append(row.id)
+                if state not in TERMINAL and row.state in TERMINAL:
+                    # e.g. cancelled while the agent was away: the Cancel never reached it
+                    self._send_cancel(site_name, row.id, row.attempt, f"workload is {row.state}")
+                    continue
+                if state == RUNNING and row.state in ACTIVE:
+                    running.append(row.id)  # its GPUs now show as allocated on the nodes
                 if state != row.state:
                     self._apply_agent_state(session, row, state, item.message or state.lower())
             if site.awaiting_first_report:
@@ -260,6 +279,9 @@ class Broker:
             if row is None or row.site != site_name or row.attempt != update.attempt:
                 if state not in TERMINAL:
                     self._send_cancel(site_name, update.workload_id, update.attempt, "stale attempt")
+                return
+            if row.state in TERMINAL and state not in TERMINAL:
+                self._send_cancel(site_name, row.id, row.attempt, f"workload is {row.state}")
                 return
             message = update.message or state.lower()
             self._apply_agent_state(session, row, state, message)
@@ -296,7 +318,13 @@ class Broker:
                 site.unhealthy_since = now
                 self.core.set_healthy(site.name, False)
                 log.warning("site %s is unhealthy: no report for %.1fs", site.name, age or 0.0)
-            elif site.unhealthy_since is None and not site.healthy:
+            elif (
+                site.unhealthy_since is None
+                and not site.healthy
+                and now - self.started_at > self.config.heartbeat_ttl_s
+            ):
+                # Never heard from since this broker started: give its agent one TTL to
+                # reconnect before its work is treated as stranded.
                 site.unhealthy_since = now
             if site.healthy or site.unhealthy_since is None:
                 continue

@@ -18,6 +18,7 @@ from fedbroker.v1 import (
 )
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy.exc import SQLAlchemyError
 
 from broker.api.agent_service import AgentService
 from broker.api.site_service import SiteService
@@ -36,12 +37,21 @@ SERVICE_NAMES = (
 )
 
 
+class ServeError(Exception):
+    """The broker cannot start: a taken port, an unreachable database."""
+
+
 async def serve(config: FederationConfig, db_url: str, listen: str) -> None:
     """Run until SIGINT or SIGTERM, then stop gracefully."""
-    store = Store(db_url)
+    try:
+        store = Store(db_url)
+    except (SQLAlchemyError, ValueError, ImportError) as error:
+        raise ServeError(f"cannot open the database {db_url!r}: {error}") from None
     broker = Broker(config, store)
     auth = Authenticator(config)
-    server = grpc.aio.server()
+    # gRPC sets SO_REUSEPORT by default, which lets a second broker bind the same port
+    # and split the clients between the two; a taken port must be an error instead.
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     workload_service_pb2_grpc.add_WorkloadServiceServicer_to_server(WorkloadService(broker, auth), server)
     site_service_pb2_grpc.add_SiteServiceServicer_to_server(SiteService(broker, auth), server)
     agent_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentService(broker, auth), server)
@@ -50,9 +60,10 @@ async def serve(config: FederationConfig, db_url: str, listen: str) -> None:
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(listen)
-    if port == 0:
-        raise OSError(f"cannot listen on {listen}")
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError:
+        raise ServeError(f"cannot listen on {listen}: address in use or not valid") from None
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -70,6 +81,7 @@ async def serve(config: FederationConfig, db_url: str, listen: str) -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await sweeper
     await health_servicer.enter_graceful_shutdown()
+    broker.dispatch.close_all()  # ends the agent streams, so the grace period is not waited out
     await server.stop(grace=2)
     store.close()
 

@@ -51,7 +51,7 @@ class WorkloadSpec(_Strict):
     resources: Resources
     datasets: list[str] = []
     subsidy: Subsidy = "preferred"
-    priority: int = 0
+    priority: Annotated[int, Field(ge=-1_000_000, le=1_000_000)] = 0
     estimated_hours: Annotated[float, Field(gt=0)] = 1.0
     sites: list[str] = []
     max_attempts: Annotated[int, Field(gt=0, le=100)] = 3

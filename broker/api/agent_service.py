@@ -57,6 +57,8 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
     ) -> None:
         try:
             async for message in messages:
+                if self.broker.dispatch.current(session.site) is not session:
+                    return  # replaced by a newer session: its word no longer counts
                 match message.WhichOneof("kind"):
                     case "inventory":
                         self.broker.agent_report(session.site, message.inventory)

@@ -28,6 +28,7 @@ def cli() -> None:
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(config_path: Path, db_url: str | None, listen: str, log_level: str) -> None:
     """Run the broker."""
+    from broker.server import ServeError
     from broker.server import serve as run_server
     from broker.store import default_db_url
     from broker.telemetry import setup_tracing
@@ -39,7 +40,11 @@ def serve(config_path: Path, db_url: str | None, listen: str, log_level: str) ->
         click.echo(f"error: {error}", err=True)
         sys.exit(2)
     setup_tracing("fedbroker-broker")
-    asyncio.run(run_server(config, db_url or default_db_url(), listen))
+    try:
+        asyncio.run(run_server(config, db_url or default_db_url(), listen))
+    except ServeError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(1)
 
 
 @cli.group()

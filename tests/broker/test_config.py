@@ -70,6 +70,14 @@ def test_example_is_valid() -> None:
         ),
         (lambda d: d["sites"].append(copy.deepcopy(d["sites"][0])), "sites[2].name: duplicate 'cyberport'"),
         (lambda d: d.update(sites=[]), "sites: list should have at least 1 item after validation, not 0"),
+        (
+            lambda d: d["sites"][1].update(agent_token_sha256=d["sites"][0]["agent_token_sha256"]),
+            "sites[1].agent_token_sha256: same token digest as sites[0].agent_token_sha256",
+        ),
+        (
+            lambda d: d["operators"][0].update(token_sha256=d["tenants"][0]["token_sha256"]),
+            "operators[0].token_sha256: same token digest as tenants[0].token_sha256",
+        ),
     ],
 )
 def test_errors_name_the_field(mutate: Any, expected: str) -> None:

@@ -51,6 +51,7 @@ def test_defaults() -> None:
         ({"kubernetes": {"image": "x"}}, "kubernetes: not allowed for backend ray"),
         ({"name": "Bad_Name"}, "name: string should match pattern '^[a-z0-9]([a-z0-9-]*[a-z0-9])?$'"),
         ({"gpus": 8}, "gpus: is not a known field"),
+        ({"priority": 99_999_999_999}, "priority: must be <= 1000000"),
     ],
 )
 def test_errors_name_the_field(changes: dict[str, Any], expected: str) -> None:

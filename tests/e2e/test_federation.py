@@ -228,3 +228,25 @@ def test_example_workloads_are_accepted(fed: LocalFederation) -> None:
     for path in sorted((EXAMPLES / "workloads").glob("*.yaml")):
         explanation = cli_json(fed, "submit", "-f", str(path), "--dry-run", who="harbour-robotics")
         assert explanation["workload"] and explanation["candidates"], path
+
+
+def test_a_second_broker_on_a_taken_port_refuses_to_start(fed: LocalFederation, tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'other.db'}"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "broker",
+            "serve",
+            "--config",
+            str(fed.config),
+            "--db",
+            db,
+            "--listen",
+            fed.endpoint,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1 and f"cannot listen on {fed.endpoint}" in result.stderr

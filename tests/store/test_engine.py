@@ -267,3 +267,62 @@ def test_agent_token_must_match_its_site(broker: Broker) -> None:
         broker.agent_hello(Identity("agent", "cyberport"), agent_service_pb2.Hello(site="sandy-ridge"))
     with pytest.raises(PermissionDenied):
         broker.agent_hello(TENANT, agent_service_pb2.Hello(site="cyberport"))
+
+
+def test_a_cancel_missed_while_the_agent_was_away_is_sent_when_it_reports(broker: Broker) -> None:
+    connect(broker, "cyberport")
+    row, _ = broker.submit(TENANT, spec())
+    assert row is not None
+    broker.agent_update("cyberport", update(row.id, 1, "RUNNING"))
+    broker.agent_disconnected(broker.dispatch._sessions["cyberport"])
+    broker.cancel(TENANT, row.id)  # no agent connected: this Cancel goes nowhere
+    connect(broker, "cyberport", seq=1, workloads=((row.id, 1, "RUNNING"),))
+    cancels = [m.cancel for m in outbox(broker, "cyberport") if m.HasField("cancel")]
+    assert [(c.workload_id, c.attempt) for c in cancels] == [(row.id, 1)]
+    assert broker.get(TENANT, row.id).state == "CANCELLED"
+
+
+def test_after_a_restart_sites_get_one_ttl_before_their_work_is_requeued(db_url: str, clock: Clock) -> None:
+    store = Store(db_url)
+    first = Broker(federation(), store, clock=clock)
+    connect(first, "cyberport")
+    row, _ = first.submit(TENANT, spec(max_attempts=1))
+    assert row is not None and row.state == "PLACED"
+    store.close()
+    clock.now += 60  # the broker was down for a minute
+    second = Broker(federation(), Store(db_url), clock=clock)
+    second.sweep()
+    clock.now += 5
+    second.sweep()
+    assert second.get(TENANT, row.id).state == "PLACED"  # still within the TTL since start
+    clock.now += 6
+    second.sweep()  # now the site counts as unavailable: the unacknowledged attempt is stranded
+    clock.now += 1
+    second.sweep()
+    assert second.get(TENANT, row.id).state == "FAILED"
+
+
+def test_a_second_live_agent_for_a_site_is_refused(broker: Broker) -> None:
+    connect(broker, "cyberport")
+    with pytest.raises(FailedPrecondition, match="already has a live agent 'cyberport-agent'"):
+        broker.agent_hello(
+            Identity("agent", "cyberport"), agent_service_pb2.Hello(site="cyberport", agent_id="other")
+        )
+    # The same agent reconnecting (its old stream not yet noticed as broken) replaces its session.
+    old = broker.dispatch.current("cyberport")
+    broker.agent_hello(
+        Identity("agent", "cyberport"), agent_service_pb2.Hello(site="cyberport", agent_id="cyberport-agent")
+    )
+    assert broker.dispatch.current("cyberport") is not old
+
+
+def test_reservation_holds_until_the_site_reports_the_workload_running(broker: Broker) -> None:
+    connect(broker, "cyberport")
+    row, _ = broker.submit(TENANT, spec())
+    assert row is not None
+    # Pods pending: the agent knows the attempt, but its GPUs are not allocated yet.
+    broker.agent_report("cyberport", report(2, workloads=((row.id, 1, "PLACED"),)))
+    assert broker.site_usage("cyberport").gpus_reserved == 8
+    broker.agent_report("cyberport", report(3, allocated=8, workloads=((row.id, 1, "RUNNING"),)))
+    usage = broker.site_usage("cyberport")
+    assert (usage.gpus_reserved, usage.gpus_allocated) == (0, 8)
