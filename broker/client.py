@@ -12,6 +12,8 @@ from fedbroker.v1 import (
     site_service_pb2,
     site_service_pb2_grpc,
     types_pb2,
+    usage_service_pb2,
+    usage_service_pb2_grpc,
     workload_service_pb2,
     workload_service_pb2_grpc,
 )
@@ -48,6 +50,7 @@ class Client:
         self._channel = grpc.insecure_channel(self.endpoint)
         self._workloads = workload_service_pb2_grpc.WorkloadServiceStub(self._channel)
         self._sites = site_service_pb2_grpc.SiteServiceStub(self._channel)
+        self._usage = usage_service_pb2_grpc.UsageServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     def __enter__(self) -> Client:
@@ -97,6 +100,10 @@ class Client:
             self._sites.ListSites, site_service_pb2.ListSitesRequest(), self._metadata, self._timeout
         )
         return list(response.sites)  # type: ignore[attr-defined]
+
+    def usage(self) -> usage_service_pb2.GetUsageResponse:
+        request = usage_service_pb2.GetUsageRequest()
+        return _call(self._usage.GetUsage, request, self._metadata, self._timeout)  # type: ignore[return-value]
 
     def serving(self, timeout: float = 1.0) -> bool:
         """True when the broker's gRPC health check answers SERVING."""

@@ -19,7 +19,7 @@ from fedbroker.v1 import agent_service_pb2
 from opentelemetry import trace
 from sqlmodel import Session, col, select
 
-from broker import lifecycle, placement, telemetry
+from broker import ledger, lifecycle, placement, telemetry
 from broker.auth import Identity
 from broker.config import FederationConfig
 from broker.dispatch import AgentSession, Dispatcher
@@ -53,7 +53,9 @@ class Broker:
         self.store = store
         self.clock = clock
         self.broker_id = broker_id or f"broker-{uuid.uuid4().hex[:8]}"
-        self.core = placement.PlacementCore(placement_federation(config))
+        with Session(store.engine) as session:
+            spent = ledger.spent_by_tenant(session)
+        self.core = placement.PlacementCore(placement_federation(config, spent))
         self.sites = {s.name: SiteState(s.name, tuple(s.backends)) for s in config.sites}
         self.dispatch = Dispatcher()
         self.hub = WatchHub()
@@ -134,6 +136,7 @@ class Broker:
             if row.state in TERMINAL:
                 raise FailedPrecondition(f"workload {row.id} is already {row.state}")
             was_at = row.site if row.state in ACTIVE else None
+            self._settle(session, row)
             self.core.cancel(row.id)
             self._transition(session, row, CANCELLED, f"cancelled by {who}")
             if was_at is not None:
@@ -383,6 +386,7 @@ class Broker:
 
     def _place(self, session: Session, row: WorkloadRow, decision: placement.Placed) -> None:
         row.attempt += 1
+        row.started_at = None
         row.site = decision.site
         row.nodes = list(decision.nodes)
         row.acked = False
@@ -423,17 +427,21 @@ class Broker:
             return
         if state == RUNNING:
             row.acked = True
+            row.started_at = self.clock()
             self._transition(session, row, RUNNING, message)
         elif state == SUCCEEDED:
+            self._settle(session, row)
             self.core.finish(row.id)
             self._transition(session, row, SUCCEEDED, message)
         elif state == FAILED:
             self._retry_or_fail(session, row, f"attempt {row.attempt} failed: {message}")
         elif state == CANCELLED:
+            self._settle(session, row)
             self.core.finish(row.id)
             self._transition(session, row, CANCELLED, f"cancelled at the site: {message}")
 
     def _retry_or_fail(self, session: Session, row: WorkloadRow, reason: str) -> None:
+        self._settle(session, row)
         max_attempts = int(row.spec.get("max_attempts", 1))
         if row.attempt < max_attempts:
             # No Cancel is sent here: if the old attempt surfaces in a later
@@ -445,6 +453,29 @@ class Broker:
             self.core.finish(row.id)
             self._transition(session, row, FAILED, f"{reason}; no attempts left ({max_attempts})")
         log.info("%s: %s", row.id, row.message)
+
+    def _settle(self, session: Session, row: WorkloadRow) -> None:
+        """Charge the current attempt for the time it ran, once, before its GPUs are released.
+
+        The run time is from the agent's RUNNING report to the moment the broker records the
+        attempt's end (or, for a lost site, gives up on it)."""
+        if row.started_at is None:
+            return  # never ran: nothing to charge; the reservation is simply released
+        hours = max(0.0, self.clock() - row.started_at) / 3600
+        charge = self.core.charge(row.id, hours)
+        row.started_at = None
+        if charge is not None and charge.cost_hkd > 0:
+            session.add(ledger.charge_row(charge, row.attempt, self.clock()))
+
+    def usage(self, who: Identity) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Settled charges by (tenant, program, site), and each visible tenant's budget."""
+        if who.role == "agent":
+            raise PermissionDenied(f"{who} cannot read usage")
+        tenant = who.name if who.role == "tenant" else None
+        with Session(self.store.engine) as session:
+            rows = ledger.usage_rows(session, tenant)
+            budgets = ledger.budgets(session, self.config, self.core.budget_left, tenant)
+        return rows, budgets
 
     def _requeue_lost(self, session: Session, site_name: str, seen: set[str]) -> None:
         """Attempts the site took but its (restarted) agent no longer knows were lost with it."""

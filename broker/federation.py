@@ -7,7 +7,11 @@ from broker.config import FederationConfig
 from broker.spec import WorkloadSpec
 
 
-def placement_federation(config: FederationConfig) -> placement.Federation:
+def placement_federation(
+    config: FederationConfig, spent_hkd: dict[str, float] | None = None
+) -> placement.Federation:
+    """The core's view of the config; budgets are what is left after ``spent_hkd`` per tenant."""
+    spent = spent_hkd or {}
     return placement.Federation(
         sites=tuple(
             placement.SiteConfig(
@@ -23,7 +27,7 @@ def placement_federation(config: FederationConfig) -> placement.Federation:
             placement.TenantPolicy(
                 name=t.name,
                 subsidy_program=t.subsidy.program if t.subsidy else None,
-                budget_hkd=t.subsidy.budget_hkd if t.subsidy else 0.0,
+                budget_hkd=max(0.0, t.subsidy.budget_hkd - spent.get(t.name, 0.0)) if t.subsidy else 0.0,
                 quota_gpus=t.quota_gpus,
             )
             for t in config.tenants

@@ -13,6 +13,8 @@ from fedbroker.v1 import (
     agent_service_pb2_grpc,
     site_service_pb2,
     site_service_pb2_grpc,
+    usage_service_pb2,
+    usage_service_pb2_grpc,
     workload_service_pb2,
     workload_service_pb2_grpc,
 )
@@ -22,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from broker.api.agent_service import AgentService
 from broker.api.site_service import SiteService
+from broker.api.usage_service import UsageService
 from broker.api.workload_service import WorkloadService
 from broker.auth import Authenticator
 from broker.config import FederationConfig
@@ -34,6 +37,7 @@ SERVICE_NAMES = (
     workload_service_pb2.DESCRIPTOR.services_by_name["WorkloadService"].full_name,
     site_service_pb2.DESCRIPTOR.services_by_name["SiteService"].full_name,
     agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
+    usage_service_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name,
 )
 
 
@@ -55,6 +59,7 @@ async def serve(config: FederationConfig, db_url: str, listen: str) -> None:
     workload_service_pb2_grpc.add_WorkloadServiceServicer_to_server(WorkloadService(broker, auth), server)
     site_service_pb2_grpc.add_SiteServiceServicer_to_server(SiteService(broker, auth), server)
     agent_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentService(broker, auth), server)
+    usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageService(broker, auth), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

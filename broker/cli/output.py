@@ -87,6 +87,23 @@ def event_json(e: workload_service_pb2.WorkloadEvent) -> dict[str, Any]:
     }
 
 
+def usage_json(r: Any) -> dict[str, Any]:
+    return {
+        "tenant": r.tenant,
+        "program": r.program or None,
+        "site": r.site,
+        "gpu_hours": round(r.gpu_hours, 4),
+        "cost_hkd": round(r.cost_hkd, 2),
+        "tenant_hkd": round(r.tenant_hkd, 2),
+        "program_hkd": round(r.program_hkd, 2),
+    }
+
+
+def budget_json(b: Any) -> dict[str, Any]:
+    keys = ("budget_hkd", "spent_hkd", "reserved_hkd", "left_hkd")
+    return {"tenant": b.tenant, "program": b.program, **{k: round(getattr(b, k), 2) for k in keys}}
+
+
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False))
 

@@ -125,3 +125,18 @@ def sites(client: Client, as_json: bool) -> None:
         output.emit_json(rows)
     else:
         click.echo(output.table(rows, SITE_COLUMNS))
+
+
+@click.command()
+@client_options
+def usage(client: Client, as_json: bool) -> None:
+    """HK$ per tenant, program and site: what the tenant paid, what the program paid."""
+    response = client.usage()
+    rows = [output.usage_json(r) for r in response.rows]
+    budgets = [output.budget_json(b) for b in response.budgets]
+    if as_json:
+        output.emit_json({"usage": rows, "budgets": budgets})
+        return
+    click.echo(output.table(rows, list(rows[0]) if rows else ["tenant", "program", "site", "cost_hkd"]))
+    if budgets:
+        click.echo("\n" + output.table(budgets, list(budgets[0])))

@@ -32,6 +32,7 @@ from .locality import DEFAULT_LINK_GBIT_S
 from .metrics import PlacementMetrics
 from .model import (
     Candidate,
+    Charge,
     Dataset,
     Decision,
     Explanation,
@@ -56,6 +57,7 @@ __all__ = [
     "AllowListFilter",
     "BackendFilter",
     "Candidate",
+    "Charge",
     "CostScorer",
     "Dataset",
     "Decision",

@@ -51,6 +51,7 @@ from .locality import DEFAULT_LINK_GBIT_S, DatasetCatalog
 from .metrics import PlacementMetrics
 from .model import (
     Candidate,
+    Charge,
     Decision,
     Explanation,
     Federation,
@@ -230,6 +231,41 @@ class PlacementCore:
         self._drop_holds(workload_id)
         if queued is not None or placed is not None:
             self._dirty = True
+
+    def charge(self, workload_id: str, hours: float) -> Charge | None:
+        """Settle what a placed workload's attempt ran for ``hours`` cost, before it is
+        finished or requeued. The program pays its rate of the real cost if the workload
+        was placed as subsidised, up to what the budget has left (its own reservation
+        included), and that leaves the budget for good; the tenant pays the rest.
+        Releases nothing: ``finish``/``requeue``/``cancel`` do that."""
+        alloc = self._ledger.allocations.get(workload_id)
+        if alloc is None:
+            return None
+        req = alloc.request
+        price = self._sites[alloc.site].config.gpu_prices_hkd_per_hour.get(req.gpu_model, 0.0)
+        cost = req.gpus_total * max(0.0, hours) * price
+        program = self._ctx.program_of(req.tenant) if alloc.program_hkd > 0 else None
+        paid = 0.0
+        if program is not None:
+            available = self._ledger.budget_left(req.tenant) + alloc.program_hkd
+            paid = min(cost * program.rate, available)
+            self._ledger.spend(req.tenant, paid)
+        return Charge(
+            workload_id=workload_id,
+            tenant=req.tenant,
+            site=alloc.site,
+            program=None if program is None else program.name,
+            gpu_model=req.gpu_model,
+            gpus=req.gpus_total,
+            hours=max(0.0, hours),
+            price_hkd_per_gpu_hour=price,
+            cost_hkd=cost,
+            program_hkd=paid,
+            tenant_hkd=cost - paid,
+        )
+
+    def budget_left(self, tenant: str) -> float:
+        return self._ledger.budget_left(tenant)
 
     def finish(self, workload_id: str) -> None:
         """The workload ended (succeeded or failed): release like cancel."""

@@ -175,3 +175,20 @@ class SiteUsage:
     gpus_allocated: int  # as reported by the agent
     gpus_reserved: int  # placed by the broker, not yet reported as running
     gpus_free: int  # allocatable - allocated - reserved per node, never negative
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What one attempt's run cost, and who pays: the subsidy program and the tenant."""
+
+    workload_id: str
+    tenant: str
+    site: str
+    program: str | None  # None: not subsidised
+    gpu_model: str
+    gpus: int
+    hours: float
+    price_hkd_per_gpu_hour: float
+    cost_hkd: float
+    program_hkd: float
+    tenant_hkd: float

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .capacity import SiteCapacity
 from .model import Explanation, Request, TenantPolicy
@@ -47,6 +47,11 @@ class Ledger:
         if policy is None:
             policy = self._tenants[tenant] = TenantPolicy(tenant)
         return policy
+
+    def spend(self, tenant: str, amount_hkd: float) -> None:
+        """Money the program has paid: it leaves the tenant's budget for good."""
+        policy = self.policy(tenant)
+        self._tenants[tenant] = replace(policy, budget_hkd=max(0.0, policy.budget_hkd - amount_hkd))
 
     def budget_left(self, tenant: str) -> float:
         return max(0.0, self.policy(tenant).budget_hkd - self.budget_reserved.get(tenant, 0.0))

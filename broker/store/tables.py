@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -28,6 +28,7 @@ class WorkloadRow(SQLModel, table=True):
     message: str = ""
     created_at: float
     updated_at: float
+    started_at: float | None = None  # when the current attempt was reported RUNNING
 
 
 class WorkloadEventRow(SQLModel, table=True):
@@ -66,3 +67,25 @@ class SiteRow(SQLModel, table=True):
     nodes: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     datasets: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     last_report_at: float | None = None
+
+
+class ChargeRow(SQLModel, table=True):
+    """One settled attempt: its real run time, its cost, and who paid. Never updated."""
+
+    __tablename__ = "charges"
+    __table_args__ = (UniqueConstraint("workload_id", "attempt"),)  # never charged twice
+
+    seq: int | None = Field(default=None, primary_key=True)
+    workload_id: str = Field(index=True)
+    attempt: int
+    tenant: str = Field(index=True)
+    program: str | None = None
+    site: str
+    gpu_model: str
+    gpus: int
+    hours: float
+    price_hkd_per_gpu_hour: float
+    cost_hkd: float
+    program_hkd: float
+    tenant_hkd: float
+    at: float

@@ -250,3 +250,24 @@ def test_a_second_broker_on_a_taken_port_refuses_to_start(fed: LocalFederation, 
         timeout=60,
     )
     assert result.returncode == 1 and f"cannot listen on {fed.endpoint}" in result.stderr
+
+
+def test_usage_reports_what_each_tenant_and_program_paid(fed: LocalFederation, tmp_path: Path) -> None:
+    path = workload_file(
+        tmp_path, name="subsidised", subsidy="required", env={"FEDBROKER_SIM_SECONDS": "0.5"}
+    )
+    submitted = cli_json(fed, "submit", "-f", str(path))
+    assert submitted["site"] == "cyberport"  # the only site honouring AISS
+    assert cli(fed, "watch", submitted["id"]).returncode == 0
+    report = cli_json(fed, "usage", who="sre")
+    subsidised = [r for r in report["usage"] if r["tenant"] == "lion-rock-ai" and r["program"] == "aiss"]
+    assert subsidised and subsidised[0]["site"] == "cyberport"
+    row = subsidised[0]
+    assert row["cost_hkd"] > 0 and row["program_hkd"] == pytest.approx(0.7 * row["cost_hkd"], abs=0.01)
+    budget = next(b for b in report["budgets"] if b["tenant"] == "lion-rock-ai")
+    assert budget["spent_hkd"] == pytest.approx(row["program_hkd"], abs=0.01)
+    assert budget["left_hkd"] == pytest.approx(
+        500000 - budget["spent_hkd"] - budget["reserved_hkd"], abs=0.01
+    )
+    mine = cli_json(fed, "usage", who="harbour-robotics")
+    assert all(r["tenant"] == "harbour-robotics" for r in mine["usage"]) and mine["budgets"] == []

@@ -3,9 +3,10 @@ restored after a broker restart; never over-committed whatever the order of call
 
 from __future__ import annotations
 
+import pytest
 from placement_fixtures import core, federation, nodes, req, site
 
-from broker.placement import Node, Placed, PlacementCore, Queued, SiteUsage, TenantPolicy
+from broker.placement import Node, Placed, PlacementCore, Queued, SiteUsage, SubsidyProgram, TenantPolicy
 
 
 def fed_with_budget(budget=10_000.0, quota=None):
@@ -97,3 +98,31 @@ def test_restore_after_restart_rereserves_until_reported_running():
     assert c._ledger.gpus_in_use["lion"] == 16
     assert c.explain("w0").chosen == "cyberport"
     assert c.explain("w0").summary == "restored on cyberport after a broker restart"
+
+
+def test_charge_pays_the_program_share_of_the_real_run_and_spends_the_budget():
+    fed = federation(
+        site("cyberport", programs=["aiss"], prices={"H800": 40.0}),
+        programs=[SubsidyProgram("aiss", 0.7)],
+        tenants=[TenantPolicy("lion", "aiss", budget_hkd=1000.0)],
+    )
+    c = core(fed, {"cyberport": nodes("cp", 2)})
+    placed = c.submit(req("w1", subsidy="required", estimated_hours=2.0))  # reserves 8*2*40*0.7 = 448
+    assert isinstance(placed, Placed)
+    assert c.budget_left("lion") == pytest.approx(552.0)
+    charge = c.charge("w1", hours=3.0)  # ran longer than estimated: 8*3*40 = 960
+    assert charge is not None
+    assert (charge.cost_hkd, charge.program_hkd, charge.tenant_hkd) == pytest.approx((960.0, 672.0, 288.0))
+    c.finish("w1")
+    assert c.budget_left("lion") == pytest.approx(328.0)  # spent for good, not released
+    assert c.charge("w1", hours=1.0) is None  # settled once
+    # The program never pays more than the budget has left.
+    c.submit(req("w2", subsidy="required", estimated_hours=0.5))  # reserves 112 of 328
+    big = c.charge("w2", hours=10.0)
+    assert (
+        big is not None
+        and big.program_hkd == pytest.approx(328.0)
+        and big.tenant_hkd == pytest.approx(3200 - 328)
+    )
+    c.finish("w2")
+    assert c.budget_left("lion") == 0.0

@@ -326,3 +326,87 @@ def test_reservation_holds_until_the_site_reports_the_workload_running(broker: B
     broker.agent_report("cyberport", report(3, allocated=8, workloads=((row.id, 1, "RUNNING"),)))
     usage = broker.site_usage("cyberport")
     assert (usage.gpus_reserved, usage.gpus_allocated) == (0, 8)
+
+
+def subsidised_federation() -> FederationConfig:
+    base = federation()
+    data = base.model_dump()
+    data["tenants"][0]["subsidy"] = {"program": "aiss", "budget_hkd": 1000.0}
+    data["sites"][0]["gpu_prices_hkd_per_hour"] = {"H800": 40.0}
+    return parse_federation(data)
+
+
+def run_for(
+    broker: Broker, clock: Clock, row_id: str, attempt: int, hours: float, end: str = "SUCCEEDED"
+) -> None:
+    broker.agent_update("cyberport", update(row_id, attempt, "RUNNING"))
+    clock.now += hours * 3600
+    broker.agent_update("cyberport", update(row_id, attempt, end))
+
+
+def test_subsidy_is_charged_from_the_real_run_once_and_survives_a_restart(db_url: str, clock: Clock) -> None:
+    broker = Broker(subsidised_federation(), Store(db_url), clock=clock)
+    connect(broker, "cyberport")
+    # 8 H800 x 2 h estimated x HK$40 = 640; the program's 70% (448) is reserved at placement.
+    row, _ = broker.submit(TENANT, spec(subsidy="required", estimated_hours=2))
+    assert row is not None and row.site == "cyberport"
+    _, budgets = broker.usage(SRE)
+    assert budgets == [
+        {
+            "tenant": "lion-rock-ai",
+            "program": "aiss",
+            "budget_hkd": 1000.0,
+            "spent_hkd": 0.0,
+            "reserved_hkd": pytest.approx(448.0),
+            "left_hkd": pytest.approx(552.0),
+        }
+    ]
+    run_for(broker, clock, row.id, 1, hours=1.5)  # ran 1.5 h: 480, of which the program pays 336
+    broker.agent_report(
+        "cyberport", report(7, workloads=((row.id, 1, "SUCCEEDED"),))
+    )  # repeated: no new charge
+    rows, budgets = broker.usage(TENANT)
+    assert rows == [
+        {
+            "tenant": "lion-rock-ai",
+            "program": "aiss",
+            "site": "cyberport",
+            "gpu_hours": pytest.approx(12.0),
+            "cost_hkd": pytest.approx(480.0),
+            "tenant_hkd": pytest.approx(144.0),
+            "program_hkd": pytest.approx(336.0),
+        }
+    ]
+    assert budgets[0]["spent_hkd"] == pytest.approx(336.0) and budgets[0]["left_hkd"] == pytest.approx(664.0)
+    assert broker.usage(OTHER) == ([], [])
+
+    restarted = Broker(subsidised_federation(), Store(db_url), clock=clock)
+    assert restarted.usage(SRE)[1][0]["left_hkd"] == pytest.approx(664.0)  # spent stays spent
+
+
+def test_budget_is_never_reused_by_work_placed_after_it_was_spent(
+    broker: Broker, clock: Clock, db_url: str
+) -> None:
+    broker = Broker(subsidised_federation(), Store(db_url), clock=clock)
+    connect(broker, "cyberport")
+    # Each needs 8 x 2 h x 40 x 0.7 = 448 of the 1000: two fit the budget, a third does not.
+    rows = [
+        broker.submit(TENANT, spec(name=f"s{i}", subsidy="required", estimated_hours=2))[0] for i in range(2)
+    ]
+    for row in rows:
+        assert row is not None
+        run_for(broker, clock, row.id, 1, hours=2)
+    with pytest.raises(FailedPrecondition, match="subsidy budget"):
+        broker.submit(TENANT, spec(name="third", subsidy="required", estimated_hours=2))
+    assert broker.usage(SRE)[1][0]["spent_hkd"] == pytest.approx(896.0)
+
+
+def test_a_failed_attempt_is_charged_for_the_time_it_ran(broker: Broker, clock: Clock) -> None:
+    connect(broker, "cyberport")
+    row, _ = broker.submit(TENANT, spec(max_attempts=2))
+    assert row is not None
+    run_for(broker, clock, row.id, 1, hours=0.5, end="FAILED")
+    run_for(broker, clock, row.id, 2, hours=1.0)
+    rows, _ = broker.usage(SRE)
+    assert rows[0]["gpu_hours"] == pytest.approx(8 * 1.5)  # both attempts used the GPUs
+    assert rows[0]["cost_hkd"] == pytest.approx(8 * 1.5 * 38)
