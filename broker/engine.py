@@ -230,6 +230,11 @@ class Broker:
         site = self.sites[site_name]
         if report.seq <= site.report_seq:
             return  # older than what we have: reports may cross a reconnect
+        names = [n.name for n in report.nodes]
+        if len(set(names)) != len(names):
+            # A broken snapshot is not applied; the site goes unhealthy by TTL if they persist.
+            log.error("ignored report %d from %s: a node is listed twice", report.seq, site_name)
+            return
         now = self.clock()
         site.report_seq = report.seq
         site.nodes = [node_from_proto(n) for n in report.nodes]

@@ -109,7 +109,10 @@ def emit_json(data: Any) -> None:
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    return tabulate([[_cell(r.get(c)) for c in columns] for r in rows], headers=list(columns))
+    # Numbers are formatted by the caller; tabulate must not re-parse "0.00" into "0".
+    return tabulate(
+        [[_cell(r.get(c)) for c in columns] for r in rows], headers=list(columns), disable_numparse=True
+    )
 
 
 def _cell(value: Any) -> Any:

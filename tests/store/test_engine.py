@@ -410,3 +410,13 @@ def test_a_failed_attempt_is_charged_for_the_time_it_ran(broker: Broker, clock: 
     rows, _ = broker.usage(SRE)
     assert rows[0]["gpu_hours"] == pytest.approx(8 * 1.5)  # both attempts used the GPUs
     assert rows[0]["cost_hkd"] == pytest.approx(8 * 1.5 * 38)
+
+
+def test_a_report_listing_a_node_twice_is_ignored(broker: Broker) -> None:
+    connect(broker, "cyberport")
+    broken = report(2)
+    broken.nodes.append(types_pb2.Node(name="n0", gpu_model="H800", gpus_allocatable=8))
+    broker.agent_report("cyberport", broken)  # must not raise into the agent's stream
+    assert broker.site_usage("cyberport").gpus_total == 16
+    broker.agent_report("cyberport", report(3, nodes=3))
+    assert broker.site_usage("cyberport").gpus_total == 24
