@@ -62,6 +62,7 @@ def demo(time_scale: float, keep: bool) -> None:
                 why = output.explanation_json(sre.explain(workload_id))["summary"]
                 rows.append({**workload, "why": why})
             first = output.explanation_json(sre.explain(submitted[0]))
+    click.echo()
     click.echo(output.table(rows, ["name", "tenant", "site", "state", "attempt", "why"]))
     click.echo("\nwhy the first went where it did (fedbroker explain):")
     click.echo(output.explanation_text(first))
