@@ -67,6 +67,7 @@ class LocalFederation:
     # -------------------------------------------------------------- processes
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.stop(name)  # one process per name, so close() reaches every process started
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115  (owned by the process)
         self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", "broker", *args],
