@@ -188,6 +188,16 @@ async def running(agent: Agent) -> AsyncIterator[asyncio.Task[None]]:
             await task
 
 
+@contextlib.asynccontextmanager
+async def reporting_agent() -> AsyncIterator[tuple[FakeBroker, SimulatedBackend]]:
+    """A broker, and an agent connected to it that has sent its first inventory report."""
+    async with serving() as server:
+        agent, backend = make_agent(server.port)
+        async with running(agent):
+            await server.broker.wait_for(lambda: server.broker.of("inventory"))
+            yield server.broker, backend
+
+
 def assignment(
     workload_id: str,
     attempt: int = 1,

@@ -25,6 +25,7 @@ from .harness import (
     gpus_allocated,
     key,
     make_agent,
+    reporting_agent,
     running,
     serving,
     states,
@@ -101,90 +102,70 @@ def test_a_resent_assignment_is_acked_again_but_launched_once() -> None:
 
 def test_a_workload_runs_to_succeeded_and_its_gpus_come_back() -> None:
     async def main() -> None:
-        async with serving() as server:
-            agent, _ = make_agent(server.port)
-            broker = server.broker
-            async with running(agent):
-                await broker.wait_for(lambda: broker.of("inventory"))
-                broker.send(assignment("w1", replicas=2, env={"FEDBROKER_SIM_SECONDS": "0.5"}))
-                busy = await broker.wait_report(lambda r: gpus_allocated(r) == 16)
-                assert states(busy) == {("w1", 1): RUNNING}
-                assert sorted(busy.workloads[0].nodes) == ["cp-h800-0", "cp-h800-1"]
-                done = await broker.wait_update("w1", 1, SUCCEEDED)
-                assert (done.exit_code, done.message) == (0, "exit code 0")
-                after = len(broker.messages)
-                idle = await broker.wait_report(lambda r: gpus_allocated(r) == 0, after=after)
-                # Ended attempts stay in the snapshots for the retention window.
-                assert states(idle) == {("w1", 1): SUCCEEDED}
+        async with reporting_agent() as (broker, _):
+            broker.send(assignment("w1", replicas=2, env={"FEDBROKER_SIM_SECONDS": "0.5"}))
+            busy = await broker.wait_report(lambda r: gpus_allocated(r) == 16)
+            assert states(busy) == {("w1", 1): RUNNING}
+            assert sorted(busy.workloads[0].nodes) == ["cp-h800-0", "cp-h800-1"]
+            done = await broker.wait_update("w1", 1, SUCCEEDED)
+            assert (done.exit_code, done.message) == (0, "exit code 0")
+            after = len(broker.messages)
+            idle = await broker.wait_report(lambda r: gpus_allocated(r) == 0, after=after)
+            # Ended attempts stay in the snapshots for the retention window.
+            assert states(idle) == {("w1", 1): SUCCEEDED}
 
     run(main())
 
 
 def test_exit_code_3_ends_failed_with_that_code() -> None:
     async def main() -> None:
-        async with serving() as server:
-            agent, _ = make_agent(server.port)
-            broker = server.broker
-            async with running(agent):
-                await broker.wait_for(lambda: broker.of("inventory"))
-                env = {"FEDBROKER_SIM_SECONDS": "0.1", "FEDBROKER_SIM_EXIT_CODE": "3"}
-                broker.send(assignment("w1", env=env))
-                failed = await broker.wait_update("w1", 1, FAILED)
-                assert (failed.exit_code, failed.message) == (3, "exit code 3")
+        async with reporting_agent() as (broker, _):
+            env = {"FEDBROKER_SIM_SECONDS": "0.1", "FEDBROKER_SIM_EXIT_CODE": "3"}
+            broker.send(assignment("w1", env=env))
+            failed = await broker.wait_update("w1", 1, FAILED)
+            assert (failed.exit_code, failed.message) == (3, "exit code 3")
 
     run(main())
 
 
 def test_a_gang_that_does_not_fit_fails_with_the_reason() -> None:
     async def main() -> None:
-        async with serving() as server:
-            agent, backend = make_agent(server.port)
-            broker = server.broker
-            async with running(agent):
-                await broker.wait_for(lambda: broker.of("inventory"))
-                broker.send(assignment("big", replicas=3))
-                failed = await broker.wait_update("big", 1, FAILED)
-                assert failed.message == "no room: needs 3x8 H800"
-                assert backend.starts == []
+        async with reporting_agent() as (broker, backend):
+            broker.send(assignment("big", replicas=3))
+            failed = await broker.wait_update("big", 1, FAILED)
+            assert failed.message == "no room: needs 3x8 H800"
+            assert backend.starts == []
 
     run(main())
 
 
 def test_cancel_stops_the_attempt_and_frees_its_gpus() -> None:
     async def main() -> None:
-        async with serving() as server:
-            agent, _ = make_agent(server.port)
-            broker = server.broker
-            async with running(agent):
-                await broker.wait_for(lambda: broker.of("inventory"))
-                broker.send(assignment("w1", env={"FEDBROKER_SIM_SECONDS": "30"}))
-                await broker.wait_report(lambda r: gpus_allocated(r) == 8)
-                broker.send(cancel("w1"))
-                await broker.wait_update("w1", 1, CANCELLED)
-                after = len(broker.messages)
-                idle = await broker.wait_report(lambda r: True, after=after)
-                assert gpus_allocated(idle) == 0
-                assert states(idle) == {("w1", 1): CANCELLED}
+        async with reporting_agent() as (broker, _):
+            broker.send(assignment("w1", env={"FEDBROKER_SIM_SECONDS": "30"}))
+            await broker.wait_report(lambda r: gpus_allocated(r) == 8)
+            broker.send(cancel("w1"))
+            await broker.wait_update("w1", 1, CANCELLED)
+            after = len(broker.messages)
+            idle = await broker.wait_report(lambda r: True, after=after)
+            assert gpus_allocated(idle) == 0
+            assert states(idle) == {("w1", 1): CANCELLED}
 
     run(main())
 
 
 def test_cancel_of_attempt_1_never_touches_attempt_2() -> None:
     async def main() -> None:
-        async with serving() as server:
-            agent, _ = make_agent(server.port)
-            broker = server.broker
-            async with running(agent):
-                await broker.wait_for(lambda: broker.of("inventory"))
-                broker.send(assignment("w1", 1, env={"FEDBROKER_SIM_SECONDS": "30"}))
-                broker.send(assignment("w1", 2, env={"FEDBROKER_SIM_SECONDS": "30"}))
-                await broker.wait_report(lambda r: gpus_allocated(r) == 16)
-                broker.send(cancel("w1", 1))
-                await broker.wait_update("w1", 1, CANCELLED)
-                after = len(broker.messages)
-                report = await broker.wait_report(lambda r: True, after=after)
-                assert states(report) == {("w1", 1): CANCELLED, ("w1", 2): RUNNING}
-                assert gpus_allocated(report) == 8
+        async with reporting_agent() as (broker, _):
+            broker.send(assignment("w1", 1, env={"FEDBROKER_SIM_SECONDS": "30"}))
+            broker.send(assignment("w1", 2, env={"FEDBROKER_SIM_SECONDS": "30"}))
+            await broker.wait_report(lambda r: gpus_allocated(r) == 16)
+            broker.send(cancel("w1", 1))
+            await broker.wait_update("w1", 1, CANCELLED)
+            after = len(broker.messages)
+            report = await broker.wait_report(lambda r: True, after=after)
+            assert states(report) == {("w1", 1): CANCELLED, ("w1", 2): RUNNING}
+            assert gpus_allocated(report) == 8
 
     run(main())
 
