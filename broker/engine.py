@@ -103,8 +103,7 @@ class Broker:
             assert row.seq is not None
             decision = self.core.submit(placement_request(row.id, who.name, spec, row.seq))
             explanation = decision.explanation.to_dict()
-            if isinstance(decision, placement.Refused):
-                session.rollback()
+            if isinstance(decision, placement.Refused):  # leaving with an error rolls back
                 raise FailedPrecondition(_refusal_message(explanation))
             self._record_decision(session, row, explanation)
             if isinstance(decision, placement.Placed):
@@ -235,43 +234,30 @@ class Broker:
             # A broken snapshot is not applied; the site goes unhealthy by TTL if they persist.
             log.error("ignored report %d from %s: a node is listed twice", report.seq, site_name)
             return
-        now = self.clock()
         site.report_seq = report.seq
-        site.nodes = [node_from_proto(n) for n in report.nodes]
-        site.datasets = sorted(set(report.datasets))
-        site.last_report_at = now
+        site.last_report_at = self.clock()
+        nodes = [node_from_proto(n) for n in report.nodes]
+        datasets = sorted(set(report.datasets))
+        changed = (nodes, datasets) != (site.nodes, site.datasets)
+        site.nodes, site.datasets = nodes, datasets
         running: list[str] = []
         with self._session() as session:
             seen: set[str] = set()
             for item in report.workloads:
                 state = lifecycle.from_proto(item.state)
-                row = session.exec(select(WorkloadRow).where(WorkloadRow.id == item.workload_id)).first()
-                if row is None or row.site != site_name or row.attempt != item.attempt:
-                    if state not in TERMINAL:  # fencing: a stale or unknown attempt must stop
-                        self._send_cancel(site_name, item.workload_id, item.attempt, "stale attempt")
+                row = self._reconcile(session, site_name, item.workload_id, item.attempt, state, item.message)
+                if row is None:
                     continue
                 seen.add(row.id)
-                if state not in TERMINAL and row.state in TERMINAL:
-                    # e.g. cancelled while the agent was away: the Cancel never reached it
-                    self._send_cancel(site_name, row.id, row.attempt, f"workload is {row.state}")
-                    continue
                 if state == RUNNING and row.state in ACTIVE:
                     running.append(row.id)  # its GPUs now show as allocated on the nodes
-                if state != row.state:
-                    self._apply_agent_state(session, row, state, item.message or state.lower())
             if site.awaiting_first_report:
                 site.awaiting_first_report = False
                 self._requeue_lost(session, site_name, seen)
-            session.merge(
-                SiteRow(
-                    name=site_name,
-                    agent_id=site.agent_id,
-                    report_seq=report.seq,
-                    nodes=[node_to_json(n) for n in site.nodes],
-                    datasets=site.datasets,
-                    last_report_at=now,
+            if changed:  # most heartbeats repeat the last snapshot: no write for those
+                session.merge(
+                    SiteRow(name=site_name, nodes=[node_to_json(n) for n in nodes], datasets=datasets)
                 )
-            )
         self.core.update_site(site_name, nodes=site.nodes, datasets=site.datasets, running=running)
         if not site.healthy:
             site.healthy = True
@@ -283,21 +269,12 @@ class Broker:
     def agent_update(self, site_name: str, update: agent_service_pb2.WorkloadUpdate) -> None:
         state = lifecycle.from_proto(update.state)
         with self._session() as session:
-            row = session.exec(select(WorkloadRow).where(WorkloadRow.id == update.workload_id)).first()
-            if row is None or row.site != site_name or row.attempt != update.attempt:
-                if state not in TERMINAL:
-                    self._send_cancel(site_name, update.workload_id, update.attempt, "stale attempt")
-                return
-            if row.state in TERMINAL and state not in TERMINAL:
-                self._send_cancel(site_name, row.id, row.attempt, f"workload is {row.state}")
-                return
-            message = update.message or state.lower()
-            self._apply_agent_state(session, row, state, message)
+            self._reconcile(session, site_name, update.workload_id, update.attempt, state, update.message)
         self.schedule()
 
     def agent_ack(self, site_name: str, ack: agent_service_pb2.Ack) -> None:
         with self._session() as session:
-            row = session.exec(select(WorkloadRow).where(WorkloadRow.id == ack.workload_id)).first()
+            row = self._row(session, ack.workload_id)
             if row is not None and row.site == site_name and row.attempt == ack.attempt:
                 row.acked = True
                 session.add(row)
@@ -311,7 +288,8 @@ class Broker:
             return 0
         with self._session() as session:
             for decision in placed:
-                row = session.exec(select(WorkloadRow).where(WorkloadRow.id == decision.workload_id)).one()
+                row = self._row(session, decision.workload_id)
+                assert row is not None  # the core only places what the store holds
                 self._record_decision(session, row, decision.explanation.to_dict())
                 self._place(session, row, decision)
         return len(placed)
@@ -338,12 +316,7 @@ class Broker:
                 continue
             grace_over = now - site.unhealthy_since >= self.config.requeue_grace_s
             with self._session() as session:
-                rows = session.exec(
-                    select(WorkloadRow)
-                    .where(WorkloadRow.site == site.name)
-                    .where(col(WorkloadRow.state).in_(list(ACTIVE)))
-                ).all()
-                for row in rows:
+                for row in self._active_at(session, site.name):
                     if row.state == PLACED and not row.acked:
                         self._retry_or_fail(session, row, f"site {site.name} unavailable before launch")
                     elif grace_over:
@@ -359,10 +332,44 @@ class Broker:
     def _session(self) -> Any:
         return _PublishingSession(self)
 
+    @staticmethod
+    def _row(session: Session, workload_id: str) -> WorkloadRow | None:
+        return session.exec(select(WorkloadRow).where(WorkloadRow.id == workload_id)).first()
+
+    @staticmethod
+    def _active_at(session: Session, site: str) -> list[WorkloadRow]:
+        """The workloads placed or running at site, oldest first."""
+        query = (
+            select(WorkloadRow)
+            .where(WorkloadRow.site == site)
+            .where(col(WorkloadRow.state).in_(list(ACTIVE)))
+            .order_by(col(WorkloadRow.seq))
+        )
+        return list(session.exec(query).all())
+
+    def _reconcile(
+        self, session: Session, site: str, workload_id: str, attempt: int, state: str, message: str
+    ) -> WorkloadRow | None:
+        """Apply what a site's agent says of one attempt, and fence what it should not run.
+
+        Returns the workload when the attempt is its current one at this site, else None.
+        A stale, unknown or finished attempt still running there is told to cancel."""
+        row = self._row(session, workload_id)
+        if row is None or row.site != site or row.attempt != attempt:
+            if state not in TERMINAL:
+                self._send_cancel(site, workload_id, attempt, "stale attempt")
+            return None
+        if row.state in TERMINAL and state not in TERMINAL:
+            # e.g. cancelled while the agent was away: that Cancel never reached it
+            self._send_cancel(site, row.id, row.attempt, f"workload is {row.state}")
+        else:
+            self._apply_agent_state(session, row, state, message or state.lower())
+        return row
+
     def _visible_row(self, session: Session, who: Identity, workload_id: str) -> WorkloadRow:
         if who.role == "agent":
             raise PermissionDenied(f"{who} cannot read workloads")
-        row = session.exec(select(WorkloadRow).where(WorkloadRow.id == workload_id)).first()
+        row = self._row(session, workload_id)
         # Another tenant's workload is reported as absent, so ids leak nothing.
         if row is None or (who.role == "tenant" and row.tenant != who.name):
             raise NotFound(f"no workload {workload_id!r}")
@@ -484,14 +491,8 @@ class Broker:
 
     def _requeue_lost(self, session: Session, site_name: str, seen: set[str]) -> None:
         """Attempts the site took but its (restarted) agent no longer knows were lost with it."""
-        rows = session.exec(
-            select(WorkloadRow)
-            .where(WorkloadRow.site == site_name)
-            .where(col(WorkloadRow.state).in_(list(ACTIVE)))
-            .where(WorkloadRow.acked == True)  # noqa: E712  (SQL comparison)
-        ).all()
-        for row in rows:
-            if row.id not in seen:
+        for row in self._active_at(session, site_name):
+            if row.acked and row.id not in seen:
                 self._retry_or_fail(session, row, f"attempt {row.attempt} lost by the {site_name} agent")
 
     def _send_cancel(self, site: str, workload_id: str, attempt: int, reason: str) -> None:
@@ -522,10 +523,8 @@ class Broker:
                 site = self.sites.get(site_row.name)
                 if site is None:
                     continue  # a site removed from the config
-                site.report_seq = site_row.report_seq
                 site.nodes = [node_from_json(n) for n in site_row.nodes]
                 site.datasets = list(site_row.datasets)
-                site.last_report_at = site_row.last_report_at
                 self.core.update_site(site.name, nodes=site.nodes, datasets=site.datasets)
             rows = session.exec(
                 select(WorkloadRow)
@@ -542,7 +541,6 @@ class Broker:
                 else:
                     decision = self.core.submit(request)
                     if isinstance(decision, placement.Refused):
-                        self.core.cancel(row.id)
                         reason = _refusal_message(decision.explanation.to_dict())
                         self._transition(session, row, FAILED, f"refused after restart: {reason}")
                 restored += 1

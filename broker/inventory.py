@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,14 +54,7 @@ def node_to_proto(node: placement.Node) -> types_pb2.Node:
 
 
 def node_to_json(node: placement.Node) -> dict[str, Any]:
-    return {
-        "name": node.name,
-        "gpu_model": node.gpu_model,
-        "gpus_allocatable": node.gpus_allocatable,
-        "gpus_allocated": node.gpus_allocated,
-        "cpus": node.cpus,
-        "memory_gb": node.memory_gb,
-    }
+    return dataclasses.asdict(node)
 
 
 def node_from_json(data: dict[str, Any]) -> placement.Node:

@@ -57,16 +57,13 @@ class DecisionRow(SQLModel, table=True):
 
 
 class SiteRow(SQLModel, table=True):
-    """The last inventory each site's agent reported, kept across broker restarts."""
+    """The last inventory each site's agent reported, so `sites` and placement have it after a restart."""
 
     __tablename__ = "sites"
 
     name: str = Field(primary_key=True)
-    agent_id: str = ""
-    report_seq: int = 0
     nodes: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     datasets: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    last_report_at: float | None = None
 
 
 class ChargeRow(SQLModel, table=True):
