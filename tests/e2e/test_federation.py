@@ -224,10 +224,26 @@ def test_broker_restart_keeps_every_workload(fed: LocalFederation, tmp_path: Pat
         time.sleep(0.3)
 
 
-def test_example_workloads_are_accepted(fed: LocalFederation) -> None:
-    for path in sorted((EXAMPLES / "workloads").glob("*.yaml")):
-        explanation = cli_json(fed, "submit", "-f", str(path), "--dry-run", who="harbour-robotics")
-        assert explanation["workload"] and explanation["candidates"], path
+@pytest.mark.parametrize(
+    ("tenant", "filename", "site"),
+    [
+        ("lion-rock-ai", "whisper-cantonese-finetune.yaml", "cyberport"),  # its data and its subsidy
+        ("lion-rock-ai", "legal-rag-embeddings.yaml", "sandy-ridge"),  # the only L40S
+        ("harbour-robotics", "lidar-segmentation.yaml", "sandy-ridge"),  # 15 TB of data there
+        ("lion-rock-ai", "llm-eval-subsidised.yaml", "cyberport"),  # subsidy required: only AISS site
+        ("harbour-robotics", "llm-eval-subsidised.yaml", None),  # no subsidy program: refused
+    ],
+)
+def test_example_workloads_go_where_the_design_says(
+    fed: LocalFederation, tenant: str, filename: str, site: str | None
+) -> None:
+    explanation = cli_json(
+        fed, "submit", "-f", str(EXAMPLES / "workloads" / filename), "--dry-run", who=tenant
+    )
+    assert explanation["chosen"] == site, explanation
+    if site is None:
+        assert explanation["summary"].startswith("refused")
+        assert all(c["reasons"] for c in explanation["candidates"])
 
 
 def test_a_second_broker_on_a_taken_port_refuses_to_start(fed: LocalFederation, tmp_path: Path) -> None:

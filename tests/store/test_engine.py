@@ -420,3 +420,24 @@ def test_a_report_listing_a_node_twice_is_ignored(broker: Broker) -> None:
     assert broker.site_usage("cyberport").gpus_total == 16
     broker.agent_report("cyberport", report(3, nodes=3))
     assert broker.site_usage("cyberport").gpus_total == 24
+
+
+def test_running_work_a_restarted_agent_no_longer_knows_is_requeued(broker: Broker) -> None:
+    connect(broker, "cyberport")
+    row, _ = broker.submit(TENANT, spec(max_attempts=2))
+    assert row is not None
+    broker.agent_ack("cyberport", agent_service_pb2.Ack(workload_id=row.id, attempt=1))
+    broker.agent_update("cyberport", update(row.id, 1, "RUNNING"))
+    # A restarted agent says Hello again; its first report lists nothing.
+    broker.agent_hello(
+        Identity("agent", "cyberport"), agent_service_pb2.Hello(site="cyberport", agent_id="cyberport-agent")
+    )
+    broker.agent_report("cyberport", report(1))
+    again = broker.get(TENANT, row.id)
+    assert (again.state, again.attempt) == ("PLACED", 2)
+    assert [e.message for e in broker.events_after(row.id, 0) if e.state == "QUEUED"] == [
+        "attempt 1 lost by the cyberport agent; queued for attempt 2"
+    ]
+    # A later report that still lacks attempt 2 is not a loss: it was only just sent.
+    broker.agent_report("cyberport", report(2))
+    assert broker.get(TENANT, row.id).attempt == 2
