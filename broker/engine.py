@@ -428,7 +428,7 @@ class Broker:
                 workload_id=row.id,
                 attempt=row.attempt,
                 tenant=row.tenant,
-                spec=spec_to_proto(parse_spec(row.spec)),
+                spec=spec_to_proto(row.spec),
                 nodes=row.nodes,
                 trace_context=carrier,
             )

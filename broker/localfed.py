@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from broker.client import Client
+from broker.client import Client, ClientError
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -140,7 +140,7 @@ class LocalFederation:
             try:
                 if condition():
                     return
-            except Exception:  # the broker may not be up yet
+            except ClientError:  # the broker may not be up yet
                 pass
             time.sleep(0.1)
         raise TimeoutError(f"timed out waiting for {what}\n{self.log_tail('broker')}")

@@ -81,9 +81,12 @@ def load_spec(path: str | Path) -> WorkloadSpec:
     return parse_spec(data, str(path))
 
 
-def spec_to_proto(spec: WorkloadSpec) -> types_pb2.WorkloadSpec:
+def spec_to_proto(spec: WorkloadSpec | dict[str, Any]) -> types_pb2.WorkloadSpec:
+    """The wire form of a spec, or of one stored as ``model_dump(mode="json")`` (validated
+    when it was submitted, so not validated again on every List and dispatch)."""
+    data = spec.model_dump(mode="json") if isinstance(spec, WorkloadSpec) else spec
     message = types_pb2.WorkloadSpec()
-    json_format.ParseDict(spec.model_dump(mode="json", exclude_none=True), message)
+    json_format.ParseDict({k: v for k, v in data.items() if v is not None}, message)
     return message
 
 

@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from broker import lifecycle
 from broker.inventory import SiteState, node_to_proto
 from broker.placement import SiteUsage
-from broker.spec import parse_spec, spec_to_proto
+from broker.spec import spec_to_proto
 from broker.store import WorkloadEventRow, WorkloadRow
 
 
@@ -30,7 +30,7 @@ def workload(row: WorkloadRow) -> types_pb2.Workload:
         attempt=row.attempt,
         trace_id=row.trace_id,
         message=row.message,
-        spec=spec_to_proto(parse_spec(row.spec)),
+        spec=spec_to_proto(row.spec),
         created_at=timestamp(row.created_at),
         updated_at=timestamp(row.updated_at),
     )

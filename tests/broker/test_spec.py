@@ -29,6 +29,8 @@ def minimal(**changes: Any) -> dict[str, Any]:
 def test_examples_are_valid_and_survive_the_wire(path: Path) -> None:
     spec = load_spec(path)
     assert spec_from_proto(spec_to_proto(spec)) == spec
+    # As stored in the database (model_dump), the same wire message.
+    assert spec_to_proto(spec.model_dump(mode="json")) == spec_to_proto(spec)
 
 
 def test_defaults() -> None:
