@@ -7,6 +7,10 @@ protocol safe to repeat: report `seq` only grows, an attempt is launched once
 whatever the broker re-sends, and every attempt it knows (terminal ones for a
 retention window) is in each snapshot, so nothing lost with a stream stays lost.
 
+Launches and cancels run as one task per attempt, chained in arrival order, so a
+slow backend call (a Ray submit, a Kubernetes create) never holds up the stream,
+the heartbeats or another attempt, and a cancel still lands after its launch.
+
 A wrong or foreign token (UNAUTHENTICATED, PERMISSION_DENIED) raises
 `AgentRefused`: retrying the same credential forever helps no one. Anything else
 that ends a stream (UNAVAILABLE, a broker restart, a closed stream) means reconnect
@@ -22,7 +26,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import metadata
 
 import grpc
@@ -33,7 +37,7 @@ from opentelemetry.trace import Status, StatusCode
 from broker import telemetry
 from site_agents import messages
 from site_agents.attempts import DEFAULT_RETENTION_S, AttemptTable
-from site_agents.backends.base import AttemptStatus, Backend, State
+from site_agents.backends.base import AttemptKey, AttemptStatus, Backend, Reason, State
 from site_agents.backoff import Backoff
 from site_agents.config import AgentConfig
 from site_agents.errors import AgentRefused, BackendError
@@ -76,6 +80,7 @@ class Agent:
         self._seq = time.time_ns() // 1000
         self._outbox: Outbox | None = None  # the open stream's, None while disconnected
         self._stopping = asyncio.Event()
+        self._work: dict[AttemptKey, asyncio.Task[None]] = {}  # each attempt's latest launch or cancel
 
     def stop(self) -> None:
         """End run() cleanly: close the stream, return. Workloads keep running in their backend."""
@@ -117,7 +122,7 @@ class Agent:
                     log.info("agent stopped")
                     return
         finally:
-            for task in (follower, stopping):
+            for task in (follower, stopping, *self._work.values()):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
@@ -233,8 +238,21 @@ class Agent:
                 ",".join(assignment.nodes) or "(any)",
             )
             self._attempts.taken(key)
-            await self._launch(assignment)
+            self._for_attempt(key, lambda: self._launch(assignment))
         self._send(messages.ack(key))
+
+    def _for_attempt(self, key: AttemptKey, step: Callable[[], Awaitable[None]]) -> None:
+        """Run `step` in the attempt's own task, after whatever that attempt was already doing."""
+        previous = self._work.get(key)
+
+        async def chained() -> None:
+            if previous is not None:
+                await asyncio.wait({previous})  # its outcome is its own business, logged there
+            await step()
+
+        task = asyncio.create_task(chained(), name=f"agent attempt {key}")
+        self._work[key] = task
+        task.add_done_callback(lambda done: self._work.pop(key) if self._work.get(key) is done else None)
 
     async def _launch(self, assignment: pb.Assignment) -> None:
         key = messages.key_of(assignment)
@@ -260,7 +278,9 @@ class Agent:
                     log.error("launch of %s failed: %s", key, error)
                 else:
                     log.exception("launch of %s failed", key)
-                self._changed(AttemptStatus(key, State.FAILED, f"launch failed: {error}"))
+                self._changed(
+                    AttemptStatus(key, State.FAILED, f"launch failed: {error}", reason=Reason.LAUNCH_ERROR)
+                )
                 return
         log.info("launched %s on the %s backend", key, self.backend.kind)
 
@@ -274,10 +294,15 @@ class Agent:
             log.info("cancel for %s, which already ended %s; nothing to do", key, known.state)
             return
         log.info("cancelling %s: %s", key, cancel.reason or "asked by the broker")
+        self._for_attempt(key, lambda: self._cancel_now(key))
+
+    async def _cancel_now(self, key: AttemptKey) -> None:
         try:
             await self.backend.cancel(key)  # exactly this attempt: fencing by attempt number
         except BackendError as error:
             log.error("cancel of %s failed: %s", key, error)
+        except Exception:
+            log.exception("cancel of %s failed", key)
 
     async def _follow_backend(self) -> None:
         async for status in self.backend.changes():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from site_agents.backends.base import AttemptKey, AttemptStatus, State
 
@@ -52,7 +52,7 @@ class AttemptTable:
         else:
             # A final status may not repeat the nodes (a run that never started has none).
             nodes = status.nodes or entry.status.nodes
-            entry.status = AttemptStatus(status.key, status.state, status.message, status.exit_code, nodes)
+            entry.status = replace(status, nodes=nodes)
         if status.state.terminal:
             entry.ended_at = self._clock()
         return True

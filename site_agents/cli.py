@@ -1,7 +1,8 @@
 """`fedbroker agent --config agent.yaml`: load the config, set up tracing, run the agent until signalled.
 
 Exit codes: 0 stopped by SIGTERM/SIGINT; 1 the broker refused the agent's
-credential; 2 the config (or token) is unusable.
+credential; 2 the config (or token) is unusable, or its backend cannot be built
+here (a missing extra such as `fedbroker[ray]`, an unreadable kubeconfig).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from broker import telemetry
 from broker.validation import InvalidInput
 from site_agents.agent import Agent, run_until_signalled
 from site_agents.backends import make_backend
+from site_agents.backends.base import Backend
 from site_agents.config import TOKEN_ENV, load_agent_config, resolve_token
-from site_agents.errors import AgentRefused, BackendNotImplemented
+from site_agents.errors import AgentRefused, BackendUnavailable
 
 
 @click.command("agent")
@@ -50,15 +52,22 @@ def agent_command(config_path: Path, token: str | None, log_level: str) -> None:
         config = load_agent_config(config_path)
         secret = resolve_token(config, token)
         backend = make_backend(config.backend)
-    except (InvalidInput, BackendNotImplemented) as error:
+    except (InvalidInput, BackendUnavailable) as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(2)
     telemetry.setup_tracing("fedbroker-agent")
     try:
-        asyncio.run(run_until_signalled(Agent(config, secret, backend)))
+        asyncio.run(_serve(Agent(config, secret, backend), backend))
     except AgentRefused as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(1)
+
+
+async def _serve(agent: Agent, backend: Backend) -> None:
+    try:
+        await run_until_signalled(agent)
+    finally:
+        await backend.close()
 
 
 if __name__ == "__main__":  # python -m site_agents.cli, before the fedbroker group registers it

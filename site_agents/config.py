@@ -6,8 +6,8 @@ heartbeat_s: 2
 datasets: [cantonese-speech]
 token_file: null
 backend: {kind: simulated, time_scale: 0.001, node_groups: [...]}
-         | {kind: kubernetes, namespace: ..., kubeconfig: ...}
-         | {kind: ray, address: http://...}
+         | {kind: kubernetes, namespace: ..., kubeconfig: ..., deadline_multiple: 2, ...}
+         | {kind: ray, address: http://..., default_gpu_model: ..., ...}
 """
 
 from __future__ import annotations
@@ -67,15 +67,45 @@ class SimulatedBackendConfig(_Strict):
         return groups
 
 
+GpuModel = Annotated[str, Field(min_length=1)]
+
+
+class Toleration(_Strict):
+    """A taint the site's workload pods tolerate; a node with only tolerated taints stays in the inventory."""
+
+    key: Annotated[str, Field(min_length=1)]
+    operator: Literal["Exists", "Equal"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
 class KubernetesBackendConfig(_Strict):
     kind: Literal["kubernetes"]
     namespace: Name = "fedbroker-workloads"
     kubeconfig: str | None = None  # in-cluster config when omitted
+    context: str | None = None  # a kubeconfig context; its current context when omitted
+    # activeDeadlineSeconds = estimated_hours x 3600 x this; no deadline for work without an estimate.
+    deadline_multiple: PositiveFloat = 2.0
+    default_gpu_model: GpuModel = "unknown"  # for nodes without the nvidia.com/gpu.product label
+    # nvidia.com/gpu.product label value -> the model name the federation prices, e.g. NVIDIA-H800: H800.
+    gpu_models: dict[str, GpuModel] = {}
+    # The GPU operator taints GPU nodes nvidia.com/gpu:NoSchedule; workload pods tolerate that by default.
+    tolerations: list[Toleration] = [Toleration(key="nvidia.com/gpu", operator="Exists")]
+    unschedulable_timeout_s: PositiveFloat = 600.0  # a pod unschedulable this long ends no_capacity
+    ttl_after_finished_s: Annotated[int, Field(ge=0)] = 86_400  # ended Jobs (and logs) kept this long
+    watch_timeout_s: PositiveInt = 300  # each watch is renewed after this long, as client-go does
 
 
 class RayBackendConfig(_Strict):
     kind: Literal["ray"]
     address: Annotated[str, Field(pattern=r"^https?://.+")]  # the Ray dashboard (job submission) URL
+    default_gpu_model: GpuModel = "unknown"  # for nodes without an accelerator_type:* resource
+    gpu_memory_gb: dict[str, PositiveFloat] = {}  # per GPU model: Ray does not report GPU memory
+    poll_s: PositiveFloat = 1.0  # how often running jobs' statuses are read (Ray has no watch)
+    # A job (or a gang's placement group) not started within this ends no_capacity; Ray's own
+    # supervisor start timeout is 900 s.
+    start_timeout_s: PositiveFloat = 900.0
+    namespace: Name = "fedbroker"  # the Ray namespace of the gangs' placement groups
 
 
 BackendConfig = Annotated[

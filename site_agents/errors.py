@@ -5,7 +5,9 @@
     │                          retrying with the same credential cannot help, so the agent stops
     └── BackendError           a backend could not do what was asked; Kubernetes and Ray client
         │                      errors are translated into this at the backend's boundary
-        └── BackendNotImplemented   the config names a backend kind this version cannot run
+        ├── BackendUnavailable  the backend cannot be built here: its Python package (an extra)
+        │                       is not installed, or its cluster config cannot be read
+        └── AttemptNotFound     the backend does not know that attempt (logs of an unknown key)
 
 A bad agent config is ``broker.validation.InvalidInput``, shared with the broker,
 so that every "bad input" message has the same ``path: message`` shape.
@@ -29,5 +31,16 @@ class BackendError(AgentError):
     pass
 
 
-class BackendNotImplemented(BackendError):
+class BackendUnavailable(BackendError):
     pass
+
+
+class AttemptNotFound(BackendError):
+    pass
+
+
+def missing_extra(kind: str, package: str) -> BackendUnavailable:
+    """The one message for a backend whose client library is not installed."""
+    return BackendUnavailable(
+        f"the {kind} backend needs the {package!r} Python package: pip install 'fedbroker[{kind}]'"
+    )

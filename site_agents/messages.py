@@ -76,6 +76,7 @@ def report(
                     nodes=a.nodes,
                     message=a.message,
                     exit_code=a.exit_code,
+                    reason=a.reason,
                 )
                 for a in attempts
             ],
@@ -91,6 +92,7 @@ def update(status: AttemptStatus) -> pb.AgentMessage:
             state=state_to_proto(status.state),
             message=status.message,
             exit_code=status.exit_code,
+            reason=status.reason,
         )
     )
 

@@ -1,8 +1,9 @@
-"""The one interface every backend implements (simulated now; Kubernetes and Ray next), and its values.
+"""The one interface every backend implements (simulated, Ray, Kubernetes), and its values.
 
-A backend knows three things: its nodes, how to start and stop one attempt of a
-workload, and how to tell the agent that an attempt changed state. It knows
-nothing of gRPC or the broker; the agent translates at its edge.
+A backend knows four things: its nodes, how to start and stop one attempt of a
+workload, how to tell the agent that an attempt changed state (and why it
+ended), and where an attempt's logs are. It knows nothing of gRPC or the
+broker; the agent translates at its edge.
 
 Idempotency is the backend's contract too: `launch` keyed by (workload_id,
 attempt) must never start a second copy. Real backends get this from the
@@ -103,6 +104,23 @@ class Launch:
     command: tuple[str, ...] = ()  # kubernetes
 
 
+class Reason(StrEnum):
+    """Why an attempt ended, in words the broker acts on.
+
+    The infrastructure's failures (no_capacity, image_pull, lost, launch_error) are
+    not the workload's fault: the broker may requeue them without using an attempt.
+    """
+
+    NONE = ""  # not ended, or ended in a way no other value says
+    EXIT = "exit"  # the workload's process exited; exit_code says how
+    LAUNCH_ERROR = "launch_error"  # the backend could not start it (bad spec, runtime env, API refusal)
+    NO_CAPACITY = "no_capacity"  # nowhere to run it (no room, unschedulable, gang not placed in time)
+    IMAGE_PULL = "image_pull"  # the container image could not be pulled
+    OOM = "oom"  # killed for using more memory than it asked for
+    LOST = "lost"  # its node, pod or job vanished under it
+    CANCELLED = "cancelled"  # stopped on request
+
+
 @dataclass(frozen=True)
 class AttemptStatus:
     key: AttemptKey
@@ -110,6 +128,7 @@ class AttemptStatus:
     message: str = ""
     exit_code: int | None = None
     nodes: tuple[str, ...] = ()
+    reason: str = Reason.NONE  # a `Reason` value; plain str so that the wire carries it as is
 
 
 class Backend(Protocol):
@@ -138,6 +157,18 @@ class Backend(Protocol):
         """Every state change, in order, for one consumer (the agent), for as long as it iterates.
 
         A backend that finds attempts already running when it starts (a restarted agent
-        on Kubernetes) yields their current status first, so the agent can resync.
+        on Kubernetes or Ray) yields their current status first, so the agent can resync.
         """
+        ...
+
+    def logs(self, key: AttemptKey, tail: int | None = None, follow: bool = False) -> AsyncIterator[str]:
+        """The attempt's log lines (without newlines): the last `tail` (all when None), then,
+        with `follow`, new lines as they come until the attempt ends.
+
+        Raises `site_agents.errors.AttemptNotFound` when the backend does not know the attempt.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Stop watching the cluster (threads, streams); workloads keep running where they run."""
         ...

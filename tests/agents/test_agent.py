@@ -10,6 +10,8 @@ from collections.abc import Awaitable
 import pytest
 
 from broker import telemetry
+from site_agents.backends.base import Launch
+from site_agents.backends.simulated import SimulatedBackend
 from site_agents.errors import AgentRefused
 
 from .harness import (
@@ -108,7 +110,7 @@ def test_a_workload_runs_to_succeeded_and_its_gpus_come_back() -> None:
             assert states(busy) == {("w1", 1): RUNNING}
             assert sorted(busy.workloads[0].nodes) == ["cp-h800-0", "cp-h800-1"]
             done = await broker.wait_update("w1", 1, SUCCEEDED)
-            assert (done.exit_code, done.message) == (0, "exit code 0")
+            assert (done.exit_code, done.message, done.reason) == (0, "exit code 0", "exit")
             after = len(broker.messages)
             idle = await broker.wait_report(lambda r: gpus_allocated(r) == 0, after=after)
             # Ended attempts stay in the snapshots for the retention window.
@@ -123,7 +125,7 @@ def test_exit_code_3_ends_failed_with_that_code() -> None:
             env = {"FEDBROKER_SIM_SECONDS": "0.1", "FEDBROKER_SIM_EXIT_CODE": "3"}
             broker.send(assignment("w1", env=env))
             failed = await broker.wait_update("w1", 1, FAILED)
-            assert (failed.exit_code, failed.message) == (3, "exit code 3")
+            assert (failed.exit_code, failed.message, failed.reason) == (3, "exit code 3", "exit")
 
     run(main())
 
@@ -133,8 +135,11 @@ def test_a_gang_that_does_not_fit_fails_with_the_reason() -> None:
         async with reporting_agent() as (broker, backend):
             broker.send(assignment("big", replicas=3))
             failed = await broker.wait_update("big", 1, FAILED)
-            assert failed.message == "no room: needs 3x8 H800"
+            assert (failed.message, failed.reason) == ("no room: needs 3x8 H800", "no_capacity")
+            assert not failed.HasField("exit_code")
             assert backend.starts == []
+            report = await broker.wait_report(lambda r: bool(r.workloads))
+            assert [(w.workload_id, w.reason) for w in report.workloads] == [("big", "no_capacity")]
 
     run(main())
 
@@ -145,7 +150,8 @@ def test_cancel_stops_the_attempt_and_frees_its_gpus() -> None:
             broker.send(assignment("w1", env={"FEDBROKER_SIM_SECONDS": "30"}))
             await broker.wait_report(lambda r: gpus_allocated(r) == 8)
             broker.send(cancel("w1"))
-            await broker.wait_update("w1", 1, CANCELLED)
+            cancelled = await broker.wait_update("w1", 1, CANCELLED)
+            assert cancelled.reason == "cancelled"
             after = len(broker.messages)
             idle = await broker.wait_report(lambda r: True, after=after)
             assert gpus_allocated(idle) == 0
@@ -287,5 +293,44 @@ def test_stop_closes_the_stream() -> None:
             count = len(server.broker.messages)
             await asyncio.sleep(0.3)
             assert len(server.broker.messages) == count  # no more heartbeats
+
+    run(main())
+
+
+class GatedBackend(SimulatedBackend):
+    """The simulated backend whose launches of workload "slow" wait for a gate (a slow Ray submit)."""
+
+    def __init__(self, backend: SimulatedBackend) -> None:
+        super().__init__(cluster=backend.cluster)
+        self.gate = asyncio.Event()
+
+    async def launch(self, launch: Launch) -> None:
+        if launch.key.workload_id == "slow":
+            await self.gate.wait()
+        await super().launch(launch)
+
+
+def test_a_slow_launch_blocks_neither_the_stream_nor_heartbeats_and_a_cancel_lands_after_it() -> None:
+    async def main() -> None:
+        async with serving() as server:
+            broker = server.broker
+            agent, simulated = make_agent(server.port)
+            backend = agent.backend = GatedBackend(simulated)
+            async with running(agent):
+                await broker.wait_for(lambda: broker.of("inventory"))
+                broker.send(assignment("slow", env={"FEDBROKER_SIM_SECONDS": "30"}))
+                broker.send(assignment("fast", env={"FEDBROKER_SIM_SECONDS": "30"}))
+                await broker.wait_update("fast", 1, RUNNING)
+                assert {a.workload_id for a in broker.of("ack")} == {"slow", "fast"}
+                broker.send(cancel("slow"))
+                after = len(broker.messages)
+                # Reports keep coming while "slow" is still being launched.
+                await broker.wait_report(lambda r: True, after=after)
+                await broker.wait_report(lambda r: True, after=len(broker.messages))
+                assert backend.starts == [key("fast")]
+                backend.gate.set()
+                cancelled = await broker.wait_update("slow", 1, CANCELLED)
+                assert cancelled.reason == "cancelled"
+                assert backend.starts == [key("fast"), key("slow")]  # launched, then cancelled: in order
 
     run(main())

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from site_agents.cli import agent_command
@@ -70,10 +72,23 @@ def test_no_token_exits_2(tmp_path: Path) -> None:
     assert "token_file" in stderr and "cannot read" in stderr
 
 
-def test_a_backend_kind_not_built_yet_says_so(tmp_path: Path) -> None:
-    code, stderr = invoke("--config", str(write_config(tmp_path, kind="ray")))
-    assert code == 2
-    assert "backend kind 'ray' is not implemented yet" in stderr
+@pytest.mark.parametrize(("kind", "extra", "package"), [("ray", "ray", "ray[default]")])
+def test_a_backend_whose_package_is_missing_names_the_extra(
+    tmp_path: Path, kind: str, extra: str, package: str
+) -> None:
+    # The real command, in a Python where the client library cannot be imported.
+    hide = f"import sys; sys.modules[{package.split('[')[0]!r}] = None; "
+    run = "from site_agents.cli import agent_command; agent_command()"
+    result = subprocess.run(
+        [sys.executable, "-c", hide + run, "--config", str(write_config(tmp_path, kind=kind))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: the {kind} backend needs the {package!r} Python package: pip install 'fedbroker[{extra}]'"
+    )
 
 
 async def start_agent(config: Path, *args: str) -> asyncio.subprocess.Process:

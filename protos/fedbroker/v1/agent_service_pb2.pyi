@@ -44,34 +44,38 @@ class InventoryReport(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[_types_pb2.Node, _Mapping]]] = ..., datasets: _Optional[_Iterable[str]] = ..., workloads: _Optional[_Iterable[_Union[RunningWorkload, _Mapping]]] = ...) -> None: ...
 
 class RunningWorkload(_message.Message):
-    __slots__ = ("workload_id", "attempt", "state", "nodes", "message", "exit_code")
+    __slots__ = ("workload_id", "attempt", "state", "nodes", "message", "exit_code", "reason")
     WORKLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     workload_id: str
     attempt: int
     state: _types_pb2.WorkloadState
     nodes: _containers.RepeatedScalarFieldContainer[str]
     message: str
     exit_code: int
-    def __init__(self, workload_id: _Optional[str] = ..., attempt: _Optional[int] = ..., state: _Optional[_Union[_types_pb2.WorkloadState, str]] = ..., nodes: _Optional[_Iterable[str]] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ...) -> None: ...
+    reason: str
+    def __init__(self, workload_id: _Optional[str] = ..., attempt: _Optional[int] = ..., state: _Optional[_Union[_types_pb2.WorkloadState, str]] = ..., nodes: _Optional[_Iterable[str]] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class WorkloadUpdate(_message.Message):
-    __slots__ = ("workload_id", "attempt", "state", "message", "exit_code")
+    __slots__ = ("workload_id", "attempt", "state", "message", "exit_code", "reason")
     WORKLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     workload_id: str
     attempt: int
     state: _types_pb2.WorkloadState
     message: str
     exit_code: int
-    def __init__(self, workload_id: _Optional[str] = ..., attempt: _Optional[int] = ..., state: _Optional[_Union[_types_pb2.WorkloadState, str]] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ...) -> None: ...
+    reason: str
+    def __init__(self, workload_id: _Optional[str] = ..., attempt: _Optional[int] = ..., state: _Optional[_Union[_types_pb2.WorkloadState, str]] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("workload_id", "attempt")
