@@ -70,6 +70,8 @@ log = logging.getLogger("fedbroker.agent.ray")
 T = TypeVar("T")
 RECOVER_WINDOW_S = 600.0  # after a restart, jobs that ended this recently are reported too
 HTTP_TIMEOUT_S = 10.0
+# Ray may answer "does not exist" for a moment after accepting a submission; past this, gone is gone.
+UNSEEN_GRACE_S = 30.0
 
 
 @dataclass
@@ -80,6 +82,7 @@ class _Job:
     started_at: float  # time.time() of submission, for the start timeout (Ray's own clock after a restart)
     last: AttemptStatus | None = None
     ended: bool = False
+    seen: bool = False  # Ray has answered for it at least once
 
 
 class RayBackend:
@@ -226,7 +229,7 @@ class RayBackend:
                 continue
             started = (details.start_time or 0) / 1000 or now
             job = self._jobs[key] = _Job(
-                key, details.submission_id, ray_jobs.is_gang(details.metadata), started
+                key, details.submission_id, ray_jobs.is_gang(details.metadata), started, seen=True
             )
             log.info("found Ray job %s of %s (%s) from an earlier run", job.submission_id, key, status.state)
             if status.state is State.RUNNING and job.gang:
@@ -245,10 +248,11 @@ class RayBackend:
                 continue
             details, gang_ready = found[job.submission_id]
             if details is None:
-                self._emit(
-                    job, AttemptStatus(job.key, State.FAILED, "the Ray job is gone", reason=Reason.LOST)
-                )
+                if job.seen or now - job.started_at > UNSEEN_GRACE_S:
+                    gone = AttemptStatus(job.key, State.FAILED, "the Ray job is gone", reason=Reason.LOST)
+                    self._emit(job, gone)
                 continue
+            job.seen = True
             status = ray_jobs.status_of(
                 job.key,
                 _str(details.status) or "",
@@ -305,7 +309,7 @@ class RayBackend:
         alive = list_nodes(
             address=self._address,
             filters=[("state", "=", "ALIVE")],
-            limit=100_000,
+            limit=10_000,  # the API server's own cap
             timeout=int(HTTP_TIMEOUT_S),
             raise_on_missing_output=False,
         )
