@@ -28,7 +28,7 @@ def ray_address() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(params=["simulated", "ray"])
+@pytest.fixture(params=["simulated", "ray", "kubernetes"])
 def make_site(request: pytest.FixtureRequest) -> SiteFactory:
     """`async with make_site(patience_s=...) as site:` a fresh backend on that kind of cluster.
 
