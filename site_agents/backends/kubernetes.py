@@ -151,7 +151,12 @@ class KubernetesBackend:
         self._emit(attempt, AttemptStatus(key, State.CANCELLED, "cancelled", None, (), Reason.CANCELLED))
 
     async def changes(self) -> AsyncIterator[AttemptStatus]:
-        await self._ready()
+        while True:  # an API server that is away at start delays the stream; it must not end it
+            try:
+                await self._ready()
+                break
+            except BackendError as error:
+                log.warning("%s; still waiting", error)
         while True:
             yield await self._changes.get()
 

@@ -100,11 +100,17 @@ class KubeCluster:
 
     def lists(self, resource: str) -> int:
         """How many LIST requests (not watches) the server answered for a resource."""
+        return self._count(resource, "LIST")
+
+    def watches(self, resource: str) -> int:
+        return self._count(resource, "WATCH")
+
+    def _count(self, resource: str, action: str) -> int:
         want = kmock.resource(resource)
         return sum(
             1
             for request in self.emulator._requests
-            if request.resource == want and str(request.action).endswith("LIST")
+            if request.resource == want and str(request.action).endswith(action)
         )
 
 

@@ -154,6 +154,11 @@ def test_heartbeats_read_the_cache_and_410_gone_lists_again() -> None:
             await site.backend.nodes()
         assert len(cluster.emulator._requests) == served  # no API call per heartbeat
         lists = cluster.lists("v1/nodes")
+        # kmock replays every object when a watch opens: change things silently only once it is open.
+        async with asyncio.timeout(10):
+            while not cluster.watches("v1/nodes"):
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
         cluster.remove_node("gpu-1")  # no event: only a fresh list can show it
         cluster.add_node(gpu_node("gpu-9"))
         await asyncio.sleep(0.2)
