@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from broker.cli.demo import demo
+from broker.cli.simulate import simulate
 from broker.cli.workloads import cancel, explain, get, list_, sites, submit, usage, watch
 from broker.config import load_federation
 from broker.validation import InvalidInput
@@ -71,7 +72,7 @@ def _add_agent_command() -> None:
     cli.add_command(agent_command, "agent")
 
 
-for _command in (submit, get, list_, cancel, watch, explain, sites, usage, demo):
+for _command in (submit, get, list_, cancel, watch, explain, sites, usage, demo, simulate):
     cli.add_command(_command)
 _add_agent_command()
 
