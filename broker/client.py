@@ -9,6 +9,8 @@ from types import TracebackType
 
 import grpc
 from fedbroker.v1 import (
+    operator_service_pb2,
+    operator_service_pb2_grpc,
     site_service_pb2,
     site_service_pb2_grpc,
     types_pb2,
@@ -52,6 +54,7 @@ class Client:
         self._sites = site_service_pb2_grpc.SiteServiceStub(self._channel)
         self._usage = usage_service_pb2_grpc.UsageServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._operator = operator_service_pb2_grpc.OperatorServiceStub(self._channel)
 
     def __enter__(self) -> Client:
         return self
@@ -104,6 +107,18 @@ class Client:
     def usage(self) -> usage_service_pb2.GetUsageResponse:
         request = usage_service_pb2.GetUsageRequest()
         return _call(self._usage.GetUsage, request, self._metadata, self._timeout)  # type: ignore[return-value]
+
+    def set_placement_paused(self, paused: bool) -> bool:
+        """Operators: stop (True) or restart (False) placement everywhere; returns the new setting."""
+        request = operator_service_pb2.SetPlacementPausedRequest(paused=paused)
+        response = _call(self._operator.SetPlacementPaused, request, self._metadata, self._timeout)
+        return bool(response.paused)  # type: ignore[attr-defined]
+
+    def pause(self) -> bool:
+        return self.set_placement_paused(True)
+
+    def resume(self) -> bool:
+        return self.set_placement_paused(False)
 
     def serving(self, timeout: float = 1.0) -> bool:
         """True when the broker's gRPC health check answers SERVING."""

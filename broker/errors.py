@@ -6,7 +6,8 @@ BrokerError
 ├── NotFound             no such workload (or not yours to see)
 ├── InvalidArgument      a malformed request; the message names the field
 ├── FailedPrecondition   can never fit anywhere, or the state forbids it
-└── ResourceExhausted    a limit was hit
+├── ResourceExhausted    a limit was hit
+└── Unavailable          the broker could not store it now (database down); safe to retry
 """
 
 from __future__ import annotations
@@ -37,4 +38,8 @@ class FailedPrecondition(BrokerError):
 
 
 class ResourceExhausted(BrokerError):
+    pass
+
+
+class Unavailable(BrokerError):
     pass

@@ -14,17 +14,19 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlmodel import Session, col
+from sqlalchemy.engine import Connection
 
 from broker.config import FederationConfig
 from broker.placement import Charge
 from broker.store import ChargeRow
 
+C = ChargeRow.__table__  # type: ignore[attr-defined]
 USAGE_KEYS = ("tenant", "program", "site", "gpu_hours", "cost_hkd", "tenant_hkd", "program_hkd")
 
 
-def charge_row(charge: Charge, attempt: int, at: float) -> ChargeRow:
-    return ChargeRow(
+def charge_values(charge: Charge, attempt: int, at: float) -> dict[str, Any]:
+    """The charges row of one settled attempt."""
+    return dict(
         workload_id=charge.workload_id,
         attempt=attempt,
         tenant=charge.tenant,
@@ -41,37 +43,35 @@ def charge_row(charge: Charge, attempt: int, at: float) -> ChargeRow:
     )
 
 
-def spent_by_tenant(session: Session) -> dict[str, float]:
+def spent_by_tenant(conn: Connection) -> dict[str, float]:
     """HK$ each tenant's program has paid, over all settled charges."""
-    tenant = col(ChargeRow.tenant)
-    query = select(tenant, func.sum(col(ChargeRow.program_hkd))).group_by(tenant)
-    return {name: float(total or 0.0) for name, total in session.execute(query).all()}
+    query = select(C.c.tenant, func.sum(C.c.program_hkd)).group_by(C.c.tenant)
+    return {name: float(total or 0.0) for name, total in conn.execute(query).all()}
 
 
-def usage_rows(session: Session, tenant: str | None = None) -> list[dict[str, Any]]:
+def usage_rows(conn: Connection, tenant: str | None = None) -> list[dict[str, Any]]:
     """Charges summed by (tenant, program, site); one tenant's only when ``tenant`` is given."""
-    by = (col(ChargeRow.tenant), col(ChargeRow.program), col(ChargeRow.site))
+    by = (C.c.tenant, C.c.program, C.c.site)
     query = select(
         *by,
-        func.sum(col(ChargeRow.gpus) * col(ChargeRow.hours)),
-        func.sum(col(ChargeRow.cost_hkd)),
-        func.sum(col(ChargeRow.tenant_hkd)),
-        func.sum(col(ChargeRow.program_hkd)),
+        func.sum(C.c.gpus * C.c.hours),
+        func.sum(C.c.cost_hkd),
+        func.sum(C.c.tenant_hkd),
+        func.sum(C.c.program_hkd),
     ).group_by(*by)
     if tenant is not None:
-        query = query.where(col(ChargeRow.tenant) == tenant)
+        query = query.where(C.c.tenant == tenant)
     query = query.order_by(*by)
-    return [dict(zip(USAGE_KEYS, row, strict=True)) for row in session.execute(query).all()]
+    return [dict(zip(USAGE_KEYS, row, strict=True)) for row in conn.execute(query).all()]
 
 
 def budgets(
-    session: Session,
     config: FederationConfig,
+    spent: dict[str, float],
     budget_left: Callable[[str], float],
     tenant: str | None = None,
 ) -> list[dict[str, Any]]:
     """Each subsidised tenant's budget: configured, spent (settled), reserved (held now), left."""
-    spent = spent_by_tenant(session)
     out = []
     for t in config.tenants:
         if t.subsidy is None or (tenant is not None and t.name != tenant):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 
@@ -11,6 +10,8 @@ import grpc
 from fedbroker.v1 import (
     agent_service_pb2,
     agent_service_pb2_grpc,
+    operator_service_pb2,
+    operator_service_pb2_grpc,
     site_service_pb2,
     site_service_pb2_grpc,
     usage_service_pb2,
@@ -23,12 +24,13 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy.exc import SQLAlchemyError
 
 from broker.api.agent_service import AgentService
+from broker.api.operator_service import OperatorService
 from broker.api.site_service import SiteService
 from broker.api.usage_service import UsageService
 from broker.api.workload_service import WorkloadService
 from broker.auth import Authenticator
 from broker.config import FederationConfig
-from broker.engine import Broker
+from broker.engine.engine import Engine
 from broker.store import Store
 
 log = logging.getLogger("fedbroker.server")
@@ -38,6 +40,7 @@ SERVICE_NAMES = (
     site_service_pb2.DESCRIPTOR.services_by_name["SiteService"].full_name,
     agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
     usage_service_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name,
+    operator_service_pb2.DESCRIPTOR.services_by_name["OperatorService"].full_name,
 )
 
 
@@ -51,15 +54,20 @@ async def serve(config: FederationConfig, db_url: str, listen: str) -> None:
         store = Store(db_url)
     except (SQLAlchemyError, ValueError, ImportError) as error:
         raise ServeError(f"cannot open the database {db_url!r}: {error}") from None
-    broker = Broker(config, store)
+    engine = Engine(config, store)
+    try:
+        await engine.start()
+    except SQLAlchemyError as error:
+        raise ServeError(f"cannot read the database {store.engine.url!r}: {error}") from None
     auth = Authenticator(config)
     # gRPC sets SO_REUSEPORT by default, which lets a second broker bind the same port
     # and split the clients between the two; a taken port must be an error instead.
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    workload_service_pb2_grpc.add_WorkloadServiceServicer_to_server(WorkloadService(broker, auth), server)
-    site_service_pb2_grpc.add_SiteServiceServicer_to_server(SiteService(broker, auth), server)
-    agent_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentService(broker, auth), server)
-    usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageService(broker, auth), server)
+    workload_service_pb2_grpc.add_WorkloadServiceServicer_to_server(WorkloadService(engine, auth), server)
+    site_service_pb2_grpc.add_SiteServiceServicer_to_server(SiteService(engine, auth), server)
+    agent_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentService(engine, auth), server)
+    usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageService(engine, auth), server)
+    operator_service_pb2_grpc.add_OperatorServiceServicer_to_server(OperatorService(engine, auth), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -68,33 +76,21 @@ async def serve(config: FederationConfig, db_url: str, listen: str) -> None:
     try:
         port = server.add_insecure_port(listen)
     except RuntimeError:
+        await engine.stop()
         raise ServeError(f"cannot listen on {listen}: address in use or not valid") from None
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     host = listen.rsplit(":", 1)[0]
-    log.info("broker %s listening on %s:%d (store %s)", broker.broker_id, host, port, store.engine.url)
+    log.info("broker %s listening on %s:%d (store %s)", engine.broker_id, host, port, store.engine.url)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    sweeper = asyncio.create_task(_sweep_forever(broker, interval=min(1.0, config.heartbeat_ttl_s / 3)))
     await stop.wait()
     log.info("stopping")
-    sweeper.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await sweeper
     await health_servicer.enter_graceful_shutdown()
-    broker.dispatch.close_all()  # ends the agent streams, so the grace period is not waited out
+    await engine.stop()  # ends the agent streams, so the grace period is not waited out
     await server.stop(grace=2)
     store.close()
-
-
-async def _sweep_forever(broker: Broker, interval: float) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            broker.sweep()
-        except Exception:
-            log.exception("health sweep failed")

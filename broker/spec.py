@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fedbroker.v1 import types_pb2
 from google.protobuf import json_format
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from broker.validation import InvalidInput, describe, read_yaml
 
@@ -15,14 +16,26 @@ from broker.validation import InvalidInput, describe, read_yaml
 WorkloadName = Annotated[str, Field(min_length=1, max_length=48, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")]
 Subsidy = Literal["required", "preferred", "none"]
 
+# A spec travels in every assignment; keep it far below gRPC's 4 MiB message limit (agents
+# included), so no accepted workload can ever be too large to hand to a site.
+MAX_SPEC_BYTES = 64 * 1024
+MAX_RUNTIME_ENV_DEPTH = 16
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN or infinity anywhere: such a number cannot be scheduled, priced or stored as JSON.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class RaySection(_Strict):
     entrypoint: Annotated[str, Field(min_length=1)]
     runtime_env: dict[str, Any] = {}
+
+    @field_validator("runtime_env")
+    @classmethod
+    def _plain_json(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _check_json(value, 0)
+        return value
 
 
 class KubernetesSection(_Strict):
@@ -65,6 +78,20 @@ class WorkloadSpec(_Strict):
         if getattr(self, other) is not None:
             raise ValueError(f"{other}: not allowed for backend {self.backend}")
         return self
+
+
+def _check_json(value: Any, depth: int) -> None:
+    """Finite numbers only, and a bounded depth (it is stored and sent as JSON)."""
+    if depth > MAX_RUNTIME_ENV_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_RUNTIME_ENV_DEPTH} levels")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("numbers must be finite (no NaN or infinity)")
+    if isinstance(value, dict):
+        for item in value.values():
+            _check_json(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_json(item, depth + 1)
 
 
 def parse_spec(data: object, source: str = "workload") -> WorkloadSpec:

@@ -1,4 +1,10 @@
-"""AgentService.Connect: one bidirectional stream per site agent."""
+"""AgentService.Connect: one bidirectional stream per site agent.
+
+The reader stamps every message's arrival (the site is alive, whatever the engine is
+busy with), checks and converts it, and hands it to the engine; the writer drains the
+session's outbox. A snapshot that repeats the last one is handed over as the same
+`Inventory` object, which the engine skips at no cost.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +15,21 @@ from collections.abc import AsyncIterator
 import grpc
 from fedbroker.v1 import agent_service_pb2, agent_service_pb2_grpc
 
+from broker.api import convert
 from broker.api.status import status_for
 from broker.auth import Authenticator
-from broker.dispatch import AgentSession
-from broker.engine import Broker
-from broker.errors import BrokerError, InvalidArgument
+from broker.engine import commands as c
+from broker.engine.commands import Inventory
+from broker.engine.engine import Engine
+from broker.engine.links import AgentSession
+from broker.errors import BrokerError, InvalidArgument, PermissionDenied
 
 log = logging.getLogger("fedbroker.agents")
 
 
 class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
-    def __init__(self, broker: Broker, auth: Authenticator) -> None:
-        self.broker = broker
+    def __init__(self, engine: Engine, auth: Authenticator) -> None:
+        self.engine = engine
         self.auth = auth
 
     async def Connect(
@@ -30,11 +39,16 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
     ) -> AsyncIterator[agent_service_pb2.BrokerMessage]:
         try:
             who = self.auth.identify(context.invocation_metadata())
+            if who.role != "agent":
+                raise PermissionDenied(f"{who} is not a site agent")
             first = await anext(request_iterator, None)
             if first is None or first.WhichOneof("kind") != "hello":
                 raise InvalidArgument("the first message on the stream must be Hello")
-            session = self.broker.agent_hello(who, first.hello)
+            if first.hello.site != who.name:
+                raise PermissionDenied(f"this token is for site {who.name!r}, not {first.hello.site[:64]!r}")
+            session: AgentSession = await self.engine.call(c.Hello(who.name, first.hello.agent_id[:128]))
         except BrokerError as error:
+            log.warning("refused an agent: %s", error)
             await context.abort(status_for(error), str(error))
         reader = asyncio.create_task(self._read(session, request_iterator))
         try:
@@ -46,28 +60,43 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
                     return  # the agent closed its side, or the stream broke
                 message = outgoing.result()
                 if message is None:
-                    return  # replaced by a newer session of the same site
-                yield message
+                    return  # replaced by a newer session of the same site, or the broker stops
+                yield convert.to_agent(message)
         finally:
             reader.cancel()
-            self.broker.agent_disconnected(session)
+            self.engine.post(c.Gone(session))
 
     async def _read(
         self, session: AgentSession, messages: AsyncIterator[agent_service_pb2.AgentMessage]
     ) -> None:
+        engine = self.engine
+        last: agent_service_pb2.InventoryReport | None = None
+        last_inventory: Inventory | None = None
         try:
             async for message in messages:
-                if self.broker.dispatch.current(session.site) is not session:
-                    return  # replaced by a newer session: its word no longer counts
-                match message.WhichOneof("kind"):
-                    case "inventory":
-                        self.broker.agent_report(session.site, message.inventory)
-                    case "update":
-                        self.broker.agent_update(session.site, message.update)
-                    case "ack":
-                        self.broker.agent_ack(session.site, message.ack)
-                    case other:
-                        log.warning("ignored %s from the %s agent", other, session.site)
+                engine.heard(session)
+                kind = message.WhichOneof("kind")
+                try:
+                    if kind == "inventory":
+                        report = message.inventory
+                        if not (
+                            last is not None
+                            and last_inventory is not None
+                            and report.workloads == last.workloads
+                            and report.nodes == last.nodes
+                            and report.datasets == last.datasets
+                        ):
+                            last_inventory = convert.inventory(report)
+                            last = report
+                        engine.post(c.Report(session, report.seq, last_inventory))
+                    elif kind == "update":
+                        engine.post(c.Update(session, convert.attempt(message.update)))
+                    elif kind == "ack":
+                        engine.post(c.Ack(session, message.ack.workload_id, message.ack.attempt))
+                    else:
+                        log.warning("ignored %s from the %s agent", kind, session.site)
+                except convert.BadReport as error:
+                    log.error("dropped a %s from the %s agent: %s", kind, session.site, error)
         except grpc.aio.AioRpcError:
             pass
         except Exception:

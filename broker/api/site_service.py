@@ -1,4 +1,4 @@
-"""SiteService: the federation's sites, their health and load."""
+"""SiteService: the federation's sites, their health and load (tenants and operators)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from fedbroker.v1 import site_service_pb2, site_service_pb2_grpc
 from broker.api import convert
 from broker.api.status import unary
 from broker.auth import Authenticator
-from broker.engine import Broker
+from broker.engine.engine import Engine
 from broker.errors import PermissionDenied
 
 
 class SiteService(site_service_pb2_grpc.SiteServiceServicer):
-    def __init__(self, broker: Broker, auth: Authenticator) -> None:
-        self.broker = broker
+    def __init__(self, engine: Engine, auth: Authenticator) -> None:
+        self.engine = engine
         self.auth = auth
 
     @unary
@@ -24,10 +24,4 @@ class SiteService(site_service_pb2_grpc.SiteServiceServicer):
         who = self.auth.identify(context.invocation_metadata())
         if who.role == "agent":
             raise PermissionDenied(f"{who} cannot list sites")
-        now = self.broker.clock()
-        return site_service_pb2.ListSitesResponse(
-            sites=[
-                convert.site(state, self.broker.site_usage(name), now)
-                for name, state in sorted(self.broker.sites.items())
-            ]
-        )
+        return site_service_pb2.ListSitesResponse(sites=[convert.site(s) for s in self.engine.sites()])

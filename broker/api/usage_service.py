@@ -7,12 +7,13 @@ from fedbroker.v1 import usage_service_pb2, usage_service_pb2_grpc
 
 from broker.api.status import unary
 from broker.auth import Authenticator
-from broker.engine import Broker
+from broker.engine.engine import Engine
+from broker.errors import PermissionDenied
 
 
 class UsageService(usage_service_pb2_grpc.UsageServiceServicer):
-    def __init__(self, broker: Broker, auth: Authenticator) -> None:
-        self.broker = broker
+    def __init__(self, engine: Engine, auth: Authenticator) -> None:
+        self.engine = engine
         self.auth = auth
 
     @unary
@@ -20,7 +21,9 @@ class UsageService(usage_service_pb2_grpc.UsageServiceServicer):
         self, request: usage_service_pb2.GetUsageRequest, context: grpc.aio.ServicerContext
     ) -> usage_service_pb2.GetUsageResponse:
         who = self.auth.identify(context.invocation_metadata())
-        rows, budgets = self.broker.usage(who)
+        if who.role == "agent":
+            raise PermissionDenied(f"{who} cannot read usage")
+        rows, budgets = await self.engine.usage(who.name if who.role == "tenant" else None)
         return usage_service_pb2.GetUsageResponse(
             rows=[usage_service_pb2.UsageRow(**{**r, "program": r["program"] or ""}) for r in rows],
             budgets=[usage_service_pb2.TenantBudget(**b) for b in budgets],

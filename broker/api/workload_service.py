@@ -1,4 +1,9 @@
-"""WorkloadService: what tenants and operators call."""
+"""WorkloadService: what tenants and operators call. Who may do what is decided here.
+
+Tenants submit, and see and cancel only their own workloads (another tenant's id is
+answered NOT_FOUND, so ids leak nothing); operators see and cancel everything; agents
+call none of it.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +15,26 @@ from fedbroker.v1 import types_pb2, workload_service_pb2, workload_service_pb2_g
 from broker import lifecycle
 from broker.api import convert
 from broker.api.status import status_for, unary
-from broker.auth import Authenticator
-from broker.engine import Broker
-from broker.errors import BrokerError
+from broker.auth import Authenticator, Identity
+from broker.engine import commands as c
+from broker.engine.engine import Engine
+from broker.errors import BrokerError, FailedPrecondition, InvalidArgument, PermissionDenied
 from broker.lifecycle import TERMINAL
-from broker.spec import spec_from_proto
+from broker.spec import MAX_SPEC_BYTES, spec_from_proto, spec_to_proto
+
+LIST_LIMIT_MAX = 10_000
+
+
+def _reader(who: Identity) -> str | None:
+    """The tenant whose workloads `who` may read (None: all of them)."""
+    if who.role == "agent":
+        raise PermissionDenied(f"{who} cannot read workloads")
+    return who.name if who.role == "tenant" else None
 
 
 class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
-    def __init__(self, broker: Broker, auth: Authenticator) -> None:
-        self.broker = broker
+    def __init__(self, engine: Engine, auth: Authenticator) -> None:
+        self.engine = engine
         self.auth = auth
 
     @unary
@@ -27,62 +42,81 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
         self, request: workload_service_pb2.SubmitRequest, context: grpc.aio.ServicerContext
     ) -> workload_service_pb2.SubmitResponse:
         who = self.auth.identify(context.invocation_metadata())
+        if who.role != "tenant":
+            raise PermissionDenied(f"{who} cannot submit workloads; use a tenant token")
         spec = spec_from_proto(request.spec)
-        row, explanation = self.broker.submit(who, spec, dry_run=request.dry_run)
-        response = workload_service_pb2.SubmitResponse(explanation=convert.explanation(explanation))
-        if row is not None:
-            response.workload.CopyFrom(convert.workload(row))
-        return response
+        if request.dry_run:
+            explanation = self.engine.evaluate(who.name, spec)
+            return workload_service_pb2.SubmitResponse(explanation=convert.explanation(explanation))
+        # The canonical wire form (defaults filled in) goes to the agents with each assignment.
+        wire = spec_to_proto(spec)
+        spec_wire = wire.SerializeToString()
+        if len(spec_wire) > MAX_SPEC_BYTES:
+            raise InvalidArgument(f"spec: {len(spec_wire):,} bytes; at most {MAX_SPEC_BYTES:,} are accepted")
+        record, explanation = await self.engine.submit(who.name, spec, spec_wire)
+        return workload_service_pb2.SubmitResponse(
+            workload=convert.workload(record, wire), explanation=convert.explanation(explanation)
+        )
 
     @unary
     async def Get(
         self, request: workload_service_pb2.GetWorkloadRequest, context: grpc.aio.ServicerContext
     ) -> types_pb2.Workload:
         who = self.auth.identify(context.invocation_metadata())
-        return convert.workload(self.broker.get(who, request.id))
+        return convert.workload(await self.engine.get(request.id, _reader(who)))
 
     @unary
     async def List(
         self, request: workload_service_pb2.ListWorkloadsRequest, context: grpc.aio.ServicerContext
     ) -> workload_service_pb2.ListWorkloadsResponse:
         who = self.auth.identify(context.invocation_metadata())
-        states = [lifecycle.from_proto(s) for s in request.states]
-        rows = self.broker.list_workloads(who, states, request.limit)
-        return workload_service_pb2.ListWorkloadsResponse(workloads=[convert.workload(r) for r in rows])
+        tenant = _reader(who)
+        if request.limit < 0:
+            raise InvalidArgument("limit: must not be negative")
+        try:
+            states = [lifecycle.from_proto(s) for s in request.states]
+        except ValueError:
+            raise InvalidArgument("states: unknown workload state") from None
+        records = await self.engine.list_workloads(tenant, states, min(request.limit, LIST_LIMIT_MAX))
+        return workload_service_pb2.ListWorkloadsResponse(workloads=[convert.workload(r) for r in records])
 
     @unary
     async def Cancel(
         self, request: workload_service_pb2.CancelWorkloadRequest, context: grpc.aio.ServicerContext
     ) -> types_pb2.Workload:
         who = self.auth.identify(context.invocation_metadata())
-        return convert.workload(self.broker.cancel(who, request.id))
+        tenant = _reader(who)
+        record = await self.engine.get(request.id, tenant)
+        if record.state in TERMINAL:
+            raise FailedPrecondition(f"workload {record.id} is already {record.state}")
+        cancelled = await self.engine.call(c.Cancel(record.id, str(who), tenant))
+        return convert.workload(cancelled)
 
     @unary
     async def Explain(
         self, request: workload_service_pb2.ExplainRequest, context: grpc.aio.ServicerContext
     ) -> types_pb2.Explanation:
         who = self.auth.identify(context.invocation_metadata())
-        return convert.explanation(self.broker.explain(who, request.id))
+        return convert.explanation(await self.engine.explain(request.id, _reader(who)))
 
     async def Watch(
         self, request: workload_service_pb2.WatchWorkloadRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[workload_service_pb2.WorkloadEvent]:
         try:
             who = self.auth.identify(context.invocation_metadata())
-            self.broker.get(who, request.id)  # existence and visibility
+            await self.engine.get(request.id, _reader(who))  # existence and visibility
         except BrokerError as error:
             await context.abort(status_for(error), str(error))
         # Subscribe before replaying, so no event falls between the two.
-        wakeups = self.broker.hub.subscribe(request.id)
+        wakeups = self.engine.hub.subscribe(request.id)
         try:
             last_seq = 0
             while True:
-                for row in self.broker.events_after(request.id, last_seq):
-                    assert row.seq is not None
+                for row in await self.engine.events_after(request.id, last_seq):
                     last_seq = row.seq
                     yield convert.event(row)
                     if row.state in TERMINAL:
                         return
                 await wakeups.get()
         finally:
-            self.broker.hub.unsubscribe(request.id, wakeups)
+            self.engine.hub.unsubscribe(request.id, wakeups)

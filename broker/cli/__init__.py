@@ -11,7 +11,7 @@ import click
 
 from broker.cli.demo import demo
 from broker.cli.simulate import simulate
-from broker.cli.workloads import cancel, explain, get, list_, sites, submit, usage, watch
+from broker.cli.workloads import cancel, explain, get, list_, pause, resume, sites, submit, usage, watch
 from broker.config import load_federation
 from broker.validation import InvalidInput
 
@@ -72,7 +72,7 @@ def _add_agent_command() -> None:
     cli.add_command(agent_command, "agent")
 
 
-for _command in (submit, get, list_, cancel, watch, explain, sites, usage, demo, simulate):
+for _command in (submit, get, list_, cancel, watch, explain, sites, usage, pause, resume, demo, simulate):
     cli.add_command(_command)
 _add_agent_command()
 

@@ -1,4 +1,4 @@
-"""`fedbroker submit | get | list | cancel | watch | explain | sites`: the client commands."""
+"""The client commands: submit, get, list, cancel, watch, explain, sites, usage, pause, resume."""
 
 from __future__ import annotations
 
@@ -140,3 +140,25 @@ def usage(client: Client, as_json: bool) -> None:
     click.echo(output.table(rows, list(rows[0]) if rows else ["tenant", "program", "site", "cost_hkd"]))
     if budgets:
         click.echo("\n" + output.table(budgets, list(budgets[0])))
+
+
+@click.command()
+@client_options
+def pause(client: Client, as_json: bool) -> None:
+    """Operators: stop placement everywhere (submits still queue; running work is untouched)."""
+    paused = client.pause()
+    if as_json:
+        output.emit_json({"paused": paused})
+    else:
+        click.echo("placement paused: submits queue until `fedbroker resume`")
+
+
+@click.command()
+@client_options
+def resume(client: Client, as_json: bool) -> None:
+    """Operators: restart placement after `fedbroker pause`."""
+    paused = client.resume()
+    if as_json:
+        output.emit_json({"paused": paused})
+    else:
+        click.echo("placement resumed")

@@ -160,6 +160,24 @@ class PlacementCore:
             view.healthy = healthy
             self._dirty = True
 
+    def set_paused(self, paused: bool) -> None:
+        """Stop (or restart) placement everywhere: submits queue, passes place nothing."""
+        if self._ctx.paused != paused:
+            self._ctx.paused = paused
+            self._dirty = True
+
+    def healthy(self, site: str) -> bool:
+        return self._site(site).healthy
+
+    @property
+    def paused(self) -> bool:
+        return self._ctx.paused
+
+    def site_inventory(self, site: str) -> tuple[tuple[Node, ...], frozenset[str]]:
+        """The latest reported nodes and the datasets its storage reports."""
+        self._site(site)
+        return self._snapshots.get(site, ()), self._catalog.reported(site)
+
     def site_usage(self, site: str) -> SiteUsage:
         cap = self._site(site).capacity
         return SiteUsage(cap.gpus_total, cap.gpus_allocated, cap.reserved_on_nodes(), cap.gpus_free)
@@ -172,12 +190,15 @@ class PlacementCore:
         assert decision is not None
         return decision
 
-    def submit(self, request: Request) -> Decision:
+    def submit(self, request: Request, *, refuse: bool = True) -> Decision:
+        """Place the request now, or queue it; ``Refused`` (only when ``refuse``) if no
+        site could ever take it. A broker restoring work it had queued passes
+        ``refuse=False``: that work was judged able to fit once, and keeps waiting."""
         _validate(request)
         wid = request.workload_id
         if wid in self._queue or wid in self._ledger.allocations:
             raise DuplicateWorkload(f"workload {wid} is already held", workload=wid)
-        out = self._decide(request, refuse=True, count=True)
+        out = self._decide(request, refuse=refuse, count=True)
         decision = out.decision
         assert decision is not None
         key = self._next_key(request)
@@ -329,6 +350,8 @@ class PlacementCore:
         are rebuilt on demand by ``explain``.
         """
         metrics = self.metrics
+        if self._ctx.paused:
+            return []  # stays dirty: the pass runs when placement resumes
         if not (self._dirty or force):
             metrics.passes_skipped += 1
             return []

@@ -42,10 +42,24 @@ class FilterContext:
     ledger: Ledger
     programs: Mapping[str, SubsidyProgram]
     holds: dict[tuple[str, str], Hold]
+    paused: bool = False  # an operator stopped placement (`fedbroker pause`)
 
     def program_of(self, tenant: str) -> SubsidyProgram | None:
         name = self.ledger.policy(tenant).subsidy_program
         return None if name is None else self.programs.get(name)
+
+
+class PausedFilter:
+    """While an operator has paused placement, nothing is placed anywhere; work queues."""
+
+    name = R.PAUSED_KEY
+    final = False
+
+    def __init__(self, ctx: FilterContext) -> None:
+        self._ctx = ctx
+
+    def check(self, site: SiteView, request: Request) -> str | None:
+        return R.PAUSED if self._ctx.paused else None
 
 
 class HealthFilter:
@@ -188,6 +202,7 @@ class GangFitFilter:
 def default_filters(ctx: FilterContext) -> tuple[Filter, ...]:
     """The filter chain, in order. Cheap checks first; the node-level fit last."""
     return (
+        PausedFilter(ctx),  # an operator's pause: everything waits, whatever else holds
         HealthFilter(),  # a silent agent's inventory is stale: nothing lands there
         BackendFilter(),  # static: the site cannot run this kind of job at all
         GpuModelFilter(),  # no node of the model reported: nothing below can help

@@ -39,6 +39,9 @@ class DatasetCatalog:
         self._hours.clear()  # holders changed: every estimate may change
         return True
 
+    def reported(self, site: str) -> frozenset[str]:
+        return self._reported.get(site, frozenset())
+
     def holders(self, dataset: str) -> frozenset[str]:
         configured = self._datasets.get(dataset)
         sites = set() if configured is None else set(configured.replicas)

@@ -17,9 +17,11 @@ SUBSIDY_PROGRAM = "subsidy_program"
 SUBSIDY_BUDGET_KEY = "subsidy_budget"
 GANG_FIT = "gang_fit"
 HELD = "held"
+PAUSED_KEY = "paused"
 
 # --- per-candidate reasons (dynamic: may change as the federation changes) ---
 UNHEALTHY = "agent not healthy"
+PAUSED = "placement is paused by an operator"
 BACKEND_NOT_OFFERED = "backend {backend} not offered here"
 NO_GPU_MODEL = "no {model} GPUs here"
 # A site sells only the GPU models its config prices: an unpriced one could not be charged.

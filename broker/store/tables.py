@@ -11,8 +11,8 @@ from sqlmodel import Field, SQLModel
 class WorkloadRow(SQLModel, table=True):
     __tablename__ = "workloads"
 
-    # seq orders submissions (older = smaller); id is what users see.
-    seq: int | None = Field(default=None, primary_key=True)
+    # seq orders submissions (older = smaller; the engine assigns it); id is what users see.
+    seq: int | None = Field(default=None, primary_key=True, sa_column_kwargs={"autoincrement": False})
     id: str = Field(index=True, unique=True)
     name: str
     tenant: str = Field(index=True)
@@ -34,7 +34,8 @@ class WorkloadRow(SQLModel, table=True):
 class WorkloadEventRow(SQLModel, table=True):
     __tablename__ = "workload_events"
 
-    seq: int | None = Field(default=None, primary_key=True)
+    # assigned by the engine, in commit order: a Watch resumes after the last seq it saw
+    seq: int | None = Field(default=None, primary_key=True, sa_column_kwargs={"autoincrement": False})
     workload_id: str = Field(index=True)
     state: str
     site: str | None = None
@@ -64,6 +65,18 @@ class SiteRow(SQLModel, table=True):
     name: str = Field(primary_key=True)
     nodes: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     datasets: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # The workloads this snapshot shows running: their GPUs are in the nodes' gpus_allocated,
+    # so after a restart they are not reserved a second time.
+    running: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class SettingRow(SQLModel, table=True):
+    """Operator switches that must survive a restart (placement paused)."""
+
+    __tablename__ = "settings"
+
+    name: str = Field(primary_key=True)
+    value: str = ""
 
 
 class ChargeRow(SQLModel, table=True):

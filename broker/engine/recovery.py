@@ -1,0 +1,140 @@
+"""Rebuild the engine's memory from the database alone: at start, and after a failed commit.
+
+The stored rows are the truth. Sites get their last stored snapshot (and the workloads it
+showed running, whose GPUs are already counted as allocated); placed and running
+workloads take back their reservations where they are; queued ones go back in the queue
+in their order (never refused again: the broker that queued them judged them able to fit
+some day). A row that cannot be restored (a spec that no longer validates, nodes that do
+not match its replicas, a site no longer configured) is *quarantined*: it is marked
+FAILED with the reason, logged, and the broker starts anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from broker import placement
+from broker.config import FederationConfig
+from broker.engine.clock import AttentiveClock
+from broker.engine.links import SiteLink
+from broker.engine.records import Event, LiveWorkload
+from broker.engine.state import BrokerState
+from broker.engine.tx import Tx
+from broker.federation import placement_federation, placement_request
+from broker.lifecycle import ACTIVE, FAILED
+from broker.spec import parse_spec
+from broker.store.reads import Stored
+
+log = logging.getLogger("fedbroker.recovery")
+
+
+def rebuild(
+    stored: Stored,
+    spent: dict[str, float],
+    config: FederationConfig,
+    links: dict[str, SiteLink],
+    *,
+    broker_id: str,
+    wall: Callable[[], float],
+    clock: AttentiveClock,
+    healthy: frozenset[str] = frozenset(),
+) -> tuple[BrokerState, Tx]:
+    """A new state from `stored`; the Tx holds the quarantine updates, to commit before anything else."""
+    core = placement.PlacementCore(placement_federation(config, spent))
+    state = BrokerState(
+        config,
+        core,
+        links,
+        broker_id=broker_id,
+        wall=wall,
+        clock=clock,
+        next_seq=stored.next_seq,
+        next_event=stored.next_event,
+    )
+    tx = Tx()
+    core.set_paused(bool(stored.settings.get("paused")))
+    for row in stored.sites:
+        link = links.get(row.name)
+        if link is None:
+            continue  # a site removed from the config
+        try:
+            nodes = tuple(placement.Node(**n) for n in row.nodes)
+            core.update_site(row.name, nodes=nodes, datasets=row.datasets, running=row.running)
+        except (TypeError, ValueError, placement.PlacementError) as error:
+            log.error("ignored the stored inventory of site %s: %s", row.name, error)
+            continue
+        link.stored = (nodes, tuple(row.datasets), frozenset(row.running))
+    for link in links.values():
+        # Whatever the agent said last is re-read in full from its next report.
+        link.last_inventory, link.settled = None, False
+        core.set_healthy(link.name, link.name in healthy)
+    restored = quarantined = 0
+    for row in stored.unfinished:
+        try:
+            _restore(state, row)
+            restored += 1
+        except Exception as error:  # one bad row must not keep the broker from starting
+            _quarantine(state, tx, row, error)
+            quarantined += 1
+    if restored:
+        log.info("recovered %d unfinished workloads from the store", restored)
+    if quarantined:
+        log.error("quarantined %d workloads that could not be restored (marked FAILED)", quarantined)
+    return state, tx
+
+
+def _restore(state: BrokerState, row: Any) -> None:
+    spec = parse_spec(row.spec, f"stored workload {row.id}")
+    request = placement_request(row.id, row.tenant, spec, row.seq)
+    workload = LiveWorkload(
+        seq=row.seq,
+        id=row.id,
+        name=row.name,
+        tenant=row.tenant,
+        backend=row.backend,
+        spec=row.spec,
+        request=request,
+        max_attempts=spec.max_attempts,
+        state=row.state,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        trace_id=row.trace_id,
+        traceparent=row.traceparent,
+        site=row.site,
+        nodes=tuple(row.nodes),
+        attempt=row.attempt,
+        acked=row.acked,
+        message=row.message,
+        started_at=row.started_at,
+    )
+    if row.state in ACTIVE:
+        if row.site not in state.links:
+            raise ValueError(f"site {row.site!r} is not configured")
+        state.core.restore(request, row.site, row.nodes)
+    else:
+        state.core.submit(request, refuse=False)
+    state.live[row.id] = workload
+
+
+def _quarantine(state: BrokerState, tx: Tx, row: Any, error: Exception) -> None:
+    reason = f"quarantined at recovery: {error}"[:2000]
+    log.error("workload %s: %s", row.id, reason)
+    now = state.wall()
+    tx.raw_updates.append(
+        {
+            "b_id": row.id,
+            "state": FAILED,
+            "site": row.site,
+            "nodes": list(row.nodes or []),
+            "attempt": row.attempt,
+            "acked": row.acked,
+            "traceparent": row.traceparent,
+            "message": reason,
+            "updated_at": now,
+            "started_at": None,
+        }
+    )
+    tx.events.append(Event(state.next_event, row.id, FAILED, row.site, row.attempt, reason, now))
+    state.next_event += 1

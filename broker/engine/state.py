@@ -1,0 +1,466 @@
+"""The broker's decisions: what each command does to the workloads, the sites and the core.
+
+`BrokerState` is the engine's memory (the placement core, every workload that has not
+ended, each site's link) and the rules that change it. Each method takes one command
+and records into a `Tx` the rows to store and the effects to carry out after the commit;
+it does no I/O. If the commit fails, the engine throws this object away and builds a new
+one from the database (`engine/recovery.py`), so nothing decided here outlives a failed
+commit.
+
+The lifecycle rules, in one place:
+- an attempt is *placed* (PLACED, its assignment sent after the commit), *taken* (the
+  agent acks it or lists it in a report), *running* (reported RUNNING: charged from then),
+  and *ends* SUCCEEDED, FAILED or CANCELLED;
+- a failed or lost attempt goes back to the queue while attempts remain, else FAILED;
+- what an agent says of an attempt that is not the workload's current one there is
+  fenced: if it still runs, the agent is told to cancel it;
+- a site silent for the heartbeat TTL is unhealthy; its untaken assignments are requeued at
+  once, its running work after the requeue grace.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from opentelemetry import trace
+
+from broker import ledger, lifecycle, placement, telemetry
+from broker.config import FederationConfig
+from broker.engine import commands as c
+from broker.engine.clock import AttentiveClock
+from broker.engine.links import AgentSession, SiteLink
+from broker.engine.records import Assign, CancelAttempt, Event, LiveWorkload, Welcome, WorkloadRecord
+from broker.engine.tx import Tx
+from broker.errors import FailedPrecondition, InvalidArgument
+from broker.federation import check_references, placement_request
+from broker.lifecycle import ACTIVE, CANCELLED, FAILED, PLACED, QUEUED, RUNNING, SUCCEEDED, TERMINAL
+
+log = logging.getLogger("fedbroker.broker")
+
+
+def new_workload_id() -> str:
+    return f"wl-{uuid.uuid4().hex[:12]}"
+
+
+class BrokerState:
+    def __init__(
+        self,
+        config: FederationConfig,
+        core: placement.PlacementCore,
+        links: dict[str, SiteLink],
+        *,
+        broker_id: str,
+        wall: Callable[[], float],
+        clock: AttentiveClock,
+        next_seq: int,
+        next_event: int,
+    ) -> None:
+        self.config = config
+        self.core = core
+        self.links = links
+        self.broker_id = broker_id
+        self.wall = wall
+        self.clock = clock
+        self.live: dict[str, LiveWorkload] = {}
+        self.next_seq = next_seq
+        self.next_event = next_event
+
+    # ------------------------------------------------------------------ tenants and operators
+
+    def submit(self, tx: Tx, cmd: c.Submit) -> tuple[WorkloadRecord, dict[str, Any]]:
+        problems = check_references(self.config, cmd.spec)
+        if problems:
+            raise InvalidArgument("spec: " + "; ".join(problems))
+        wid = new_workload_id()
+        request = placement_request(wid, cmd.tenant, cmd.spec, self.next_seq)
+        decision = self.core.submit(request)
+        explanation = decision.explanation.to_dict()
+        if isinstance(decision, placement.Refused):
+            raise FailedPrecondition(refusal_message(explanation))
+        now = self.wall()
+        with telemetry.tracer().start_as_current_span(
+            "fedbroker.submit",
+            context=trace.set_span_in_context(trace.INVALID_SPAN),
+            attributes={"fedbroker.workload": wid, "fedbroker.tenant": cmd.tenant},
+        ) as span:
+            carrier = telemetry.inject(span)
+            trace_id = telemetry.trace_id_hex(span)
+        workload = LiveWorkload(
+            seq=self.next_seq,
+            id=wid,
+            name=cmd.spec.name,
+            tenant=cmd.tenant,
+            backend=cmd.spec.backend,
+            spec=cmd.spec.model_dump(mode="json"),
+            request=request,
+            max_attempts=cmd.spec.max_attempts,
+            state=QUEUED,
+            created_at=now,
+            updated_at=now,
+            trace_id=trace_id,
+            traceparent=carrier.get("traceparent", ""),
+            spec_wire=cmd.spec_wire,
+        )
+        self.next_seq += 1
+        self.live[wid] = workload
+        tx.insert(workload)
+        self._record_decision(tx, workload, explanation)
+        if isinstance(decision, placement.Placed):
+            self._place(tx, workload, decision)
+        else:
+            self._transition(tx, workload, QUEUED, explanation["summary"])
+        return workload.record(), explanation
+
+    def evaluate(self, tenant: str, spec: Any) -> dict[str, Any]:
+        """A dry run: the decision a submit would get now; changes nothing."""
+        problems = check_references(self.config, spec)
+        if problems:
+            raise InvalidArgument("spec: " + "; ".join(problems))
+        return self.core.evaluate(placement_request("dry-run", tenant, spec, seq=0)).explanation.to_dict()
+
+    def cancel(self, tx: Tx, cmd: c.Cancel) -> WorkloadRecord:
+        workload = self.live.get(cmd.workload_id)
+        if workload is None or (cmd.tenant is not None and workload.tenant != cmd.tenant):
+            # Ended (and forgotten) or never ours: the API layer has told these apart already.
+            raise FailedPrecondition(f"workload {cmd.workload_id} has already ended")
+        was_at = workload.site if workload.state in ACTIVE else None
+        reason = f"cancelled by {cmd.by}"
+        self._settle(tx, workload)
+        self.core.cancel(workload.id)
+        self._transition(tx, workload, CANCELLED, reason)
+        if was_at is not None:
+            tx.send(was_at, CancelAttempt(workload.id, workload.attempt, reason))
+        log.info("%s cancelled by %s", workload.id, cmd.by)
+        return workload.record()
+
+    def set_paused(self, tx: Tx, cmd: c.SetPaused) -> bool:
+        if self.core.paused != cmd.paused:
+            self.core.set_paused(cmd.paused)
+            tx.settings["paused"] = "1" if cmd.paused else ""
+            log.warning("placement %s by %s", "paused" if cmd.paused else "resumed", cmd.by)
+        return cmd.paused
+
+    # ------------------------------------------------------------------ agents
+
+    def hello(self, tx: Tx, cmd: c.Hello) -> AgentSession:
+        """Open a session for a site's agent; the Welcome and every untaken assignment follow the commit."""
+        link = self.links[cmd.site]
+        age = self.clock.now() - link.heard_at
+        if link.session is not None and link.agent_id != cmd.agent_id and age <= self.config.heartbeat_ttl_s:
+            # Two agents for one site would take turns replacing each other, and each
+            # would declare the other's work lost. The newcomer waits (and retries).
+            raise FailedPrecondition(f"site {cmd.site} already has a live agent {link.agent_id!r}")
+        if link.session is not None:
+            link.session.close()  # a stale stream of the same agent
+        session = AgentSession(cmd.site, cmd.agent_id)
+        link.session, link.agent_id = session, cmd.agent_id
+        link.report_seq = 0
+        link.awaiting_first_report = True
+        link.last_inventory = None
+        tx.send(cmd.site, Welcome(self.broker_id, self.config.heartbeat_ttl_s))
+        untaken = sorted(
+            (w for w in self.live.values() if w.site == cmd.site and w.state == PLACED and not w.acked),
+            key=lambda w: w.seq,
+        )
+        for workload in untaken:
+            tx.send(cmd.site, self._assignment(workload))
+        log.info("agent %s connected for %s; re-sent %d assignments", cmd.agent_id, cmd.site, len(untaken))
+        return session
+
+    def gone(self, cmd: c.Gone) -> None:
+        assert isinstance(cmd.session, AgentSession)
+        link = self.links[cmd.session.site]
+        if link.session is cmd.session:
+            link.session = None
+            log.info("agent %s for %s disconnected", cmd.session.agent_id, cmd.session.site)
+
+    def current(self, session: object) -> SiteLink | None:
+        """The site's link if `session` still speaks for it (a replaced session's word no longer counts)."""
+        assert isinstance(session, AgentSession)
+        link = self.links[session.site]
+        return link if link.session is session else None
+
+    def heard(self, session: object) -> None:
+        """A message arrived on `session`: the site is alive (stamped on receipt, not when processed)."""
+        link = self.current(session)
+        if link is not None:
+            link.heard_at = self.clock.now()
+            link.heard = True
+
+    def report(self, tx: Tx, cmd: c.Report) -> None:
+        """A full inventory snapshot, which is also the agent's heartbeat."""
+        link = self.current(cmd.session)
+        if link is None or cmd.seq <= link.report_seq:
+            return  # older than what we have: reports may cross a reconnect
+        link.report_seq = cmd.seq
+        self._healthy(link)
+        inventory = cmd.inventory
+        if inventory is link.last_inventory and link.settled:
+            return  # the same snapshot as last time, which left nothing to act on
+        acted = False
+        running: list[str] = []
+        seen: set[str] = set()
+        for item in inventory.attempts:
+            workload, fenced = self._reconcile(tx, link.name, item)
+            acted |= fenced
+            if workload is None:
+                continue
+            seen.add(workload.id)
+            if item.state == RUNNING and workload.state in ACTIVE:
+                running.append(workload.id)  # its GPUs now show as allocated on the nodes
+        if link.awaiting_first_report:
+            link.awaiting_first_report = False
+            self._requeue_lost(tx, link.name, seen)
+        self.core.update_site(link.name, nodes=inventory.nodes, datasets=inventory.datasets, running=running)
+        snapshot = (inventory.nodes, inventory.datasets, frozenset(running))
+        if snapshot != link.stored:  # most heartbeats repeat the last snapshot: no write for those
+            link.stored = snapshot
+            tx.sites[link.name] = {
+                "name": link.name,
+                "nodes": [node_to_json(n) for n in inventory.nodes],
+                "datasets": list(inventory.datasets),
+                "running": sorted(running),
+            }
+        link.last_inventory = inventory
+        link.settled = not acted
+
+    def update(self, tx: Tx, cmd: c.Update) -> None:
+        link = self.current(cmd.session)
+        if link is not None:
+            self._reconcile(tx, link.name, cmd.attempt)
+
+    def ack(self, tx: Tx, cmd: c.Ack) -> None:
+        link = self.current(cmd.session)
+        workload = self.live.get(cmd.workload_id)
+        if link is None or workload is None:
+            return
+        if workload.site == link.name and workload.attempt == cmd.attempt and not workload.acked:
+            workload.acked = True
+            tx.touch(workload)
+
+    # ------------------------------------------------------------------ time and the queue
+
+    def sweep(self, tx: Tx) -> None:
+        """Health: sites silent for the TTL go unhealthy; their work is requeued as the rules say."""
+        now = self.clock.now()
+        ttl = self.config.heartbeat_ttl_s
+        for link in self.links.values():
+            silent = now - link.heard_at > ttl
+            if not silent:
+                continue
+            if self.core.healthy(link.name):
+                self.core.set_healthy(link.name, False)
+                log.warning("site %s is unhealthy: nothing heard for %.1fs", link.name, now - link.heard_at)
+            if link.unhealthy_since is None:
+                link.unhealthy_since = now
+            grace_over = now - link.unhealthy_since >= self.config.requeue_grace_s
+            for workload in self._active_at(link.name):
+                if workload.state == PLACED and not workload.acked:
+                    self._retry_or_fail(tx, workload, f"site {link.name} unavailable before launch")
+                elif grace_over:
+                    gone_for = now - link.unhealthy_since
+                    self._retry_or_fail(tx, workload, f"site {link.name} unavailable for {gone_for:.0f}s")
+
+    def schedule(self, tx: Tx) -> int:
+        """One queue pass: place what now fits (the core skips a pass when nothing changed)."""
+        placed = self.core.schedule()
+        for decision in placed:
+            workload = self.live[decision.workload_id]
+            self._record_decision(tx, workload, decision.explanation.to_dict())
+            self._place(tx, workload, decision)
+        return len(placed)
+
+    # ------------------------------------------------------------------ the rules
+
+    def _reconcile(self, tx: Tx, site: str, item: c.AttemptReport) -> tuple[LiveWorkload | None, bool]:
+        """Apply what a site's agent says of one attempt, and fence what it should not run.
+
+        Returns (the workload, if the attempt is its current one at this site; whether a
+        Cancel was sent). An attempt of an ended, moved or unknown workload that still runs
+        there is told to cancel."""
+        workload = self.live.get(item.workload_id)
+        if workload is None or workload.site != site or workload.attempt != item.attempt:
+            if item.state in TERMINAL:
+                return None, False
+            tx.send(
+                site, CancelAttempt(item.workload_id, item.attempt, "stale attempt: no longer wanted here")
+            )
+            return None, True
+        if not workload.acked:
+            workload.acked = True  # the agent knows the attempt: no need to send it again
+            tx.touch(workload)
+        state = item.state
+        if state == workload.state or state == PLACED:
+            return workload, False
+        message = item.message or state.lower()
+        if state == RUNNING:
+            workload.started_at = self.wall()
+            self._transition(tx, workload, RUNNING, message)
+        elif state == SUCCEEDED:
+            self._settle(tx, workload)
+            self.core.finish(workload.id)
+            self._transition(tx, workload, SUCCEEDED, message)
+        elif state == FAILED:
+            self._retry_or_fail(tx, workload, f"attempt {workload.attempt} failed: {message}")
+        elif state == CANCELLED:
+            self._settle(tx, workload)
+            self.core.finish(workload.id)
+            self._transition(tx, workload, CANCELLED, f"cancelled at the site: {message}")
+        return workload, False
+
+    def _retry_or_fail(self, tx: Tx, workload: LiveWorkload, reason: str) -> None:
+        self._settle(tx, workload)
+        if workload.attempt < workload.max_attempts:
+            # No Cancel is sent here: if the old attempt surfaces in a later report,
+            # the attempt numbers no longer match and it is cancelled then.
+            self.core.requeue(workload.id)
+            workload.site, workload.nodes, workload.acked = None, (), False
+            self._transition(tx, workload, QUEUED, f"{reason}; queued for attempt {workload.attempt + 1}")
+        else:
+            self.core.finish(workload.id)
+            self._transition(tx, workload, FAILED, f"{reason}; no attempts left ({workload.max_attempts})")
+        log.info("%s: %s", workload.id, workload.message)
+
+    def _settle(self, tx: Tx, workload: LiveWorkload) -> None:
+        """Charge the current attempt for the time it ran, once, before its GPUs are released."""
+        if workload.started_at is None:
+            return  # never ran: nothing to charge; the reservation is simply released
+        now = self.wall()
+        hours = max(0.0, now - workload.started_at) / 3600
+        charge = self.core.charge(workload.id, hours)
+        workload.started_at = None
+        tx.touch(workload)
+        if charge is not None and charge.cost_hkd > 0:
+            tx.charges.append(ledger.charge_values(charge, workload.attempt, now))
+
+    def _requeue_lost(self, tx: Tx, site: str, seen: set[str]) -> None:
+        """Attempts the site took but its (restarted) agent no longer knows were lost with it."""
+        for workload in self._active_at(site):
+            if workload.acked and workload.id not in seen:
+                self._retry_or_fail(tx, workload, f"attempt {workload.attempt} lost by the {site} agent")
+
+    def _healthy(self, link: SiteLink) -> None:
+        link.unhealthy_since = None
+        if not self.core.healthy(link.name):
+            self.core.set_healthy(link.name, True)
+            log.info("site %s is healthy", link.name)
+
+    def _active_at(self, site: str) -> list[LiveWorkload]:
+        return sorted(
+            (w for w in self.live.values() if w.site == site and w.state in ACTIVE), key=lambda w: w.seq
+        )
+
+    def _transition(self, tx: Tx, workload: LiveWorkload, state: str, message: str) -> None:
+        if workload.state != state and not lifecycle.can_follow(workload.state, state):
+            log.debug("ignored %s -> %s for %s", workload.state, state, workload.id)
+            return
+        workload.state = state
+        workload.message = message
+        workload.updated_at = self.wall()
+        tx.touch(workload)
+        tx.events.append(
+            Event(
+                seq=self.next_event,
+                workload_id=workload.id,
+                state=state,
+                site=workload.site,
+                attempt=workload.attempt,
+                message=message,
+                at=workload.updated_at,
+            )
+        )
+        self.next_event += 1
+        if state in TERMINAL:
+            tx.ended.append(workload.id)
+
+    def _place(self, tx: Tx, workload: LiveWorkload, decision: placement.Placed) -> None:
+        workload.attempt += 1
+        workload.started_at = None
+        workload.site = decision.site
+        workload.nodes = tuple(decision.nodes)
+        workload.acked = False
+        with telemetry.tracer().start_as_current_span(
+            "fedbroker.place",
+            context=telemetry.extract({"traceparent": workload.traceparent}),
+            attributes={
+                "fedbroker.workload": workload.id,
+                "fedbroker.attempt": workload.attempt,
+                "fedbroker.site": decision.site,
+            },
+        ) as span:
+            for candidate in decision.explanation.candidates:
+                span.add_event("candidate", candidate_attributes(candidate))
+        self._transition(tx, workload, PLACED, decision.explanation.summary)
+        tx.send(decision.site, self._assignment(workload))
+
+    def _assignment(self, workload: LiveWorkload) -> Assign:
+        with telemetry.tracer().start_as_current_span(
+            "fedbroker.dispatch",
+            context=telemetry.extract({"traceparent": workload.traceparent}),
+            attributes={"fedbroker.workload": workload.id, "fedbroker.attempt": workload.attempt},
+        ) as span:
+            carrier = telemetry.inject(span)
+        assert workload.site is not None
+        return Assign(
+            workload_id=workload.id,
+            attempt=workload.attempt,
+            tenant=workload.tenant,
+            spec=workload.spec,
+            spec_wire=workload.spec_wire,
+            nodes=workload.nodes,
+            trace_context=carrier,
+        )
+
+    def _record_decision(self, tx: Tx, workload: LiveWorkload, explanation: dict[str, Any]) -> None:
+        """Store a decision; one that chose a site is for the next attempt."""
+        attempt = workload.attempt + 1 if explanation.get("chosen") else workload.attempt
+        tx.decisions.append(
+            {
+                "workload_id": workload.id,
+                "attempt": attempt,
+                "chosen": explanation.get("chosen"),
+                "explanation": explanation,
+                "at": self.wall(),
+            }
+        )
+
+    def forget(self, ended: Iterable[str]) -> None:
+        """After the commit: workloads that ended live only in the database from now on."""
+        for wid in ended:
+            workload = self.live.get(wid)
+            if workload is not None and workload.state in TERMINAL:
+                del self.live[wid]
+
+
+def node_to_json(node: placement.Node) -> dict[str, Any]:
+    return {
+        "name": node.name,
+        "gpu_model": node.gpu_model,
+        "gpus_allocatable": node.gpus_allocatable,
+        "gpus_allocated": node.gpus_allocated,
+        "cpus": node.cpus,
+        "memory_gb": node.memory_gb,
+    }
+
+
+def refusal_message(explanation: dict[str, Any]) -> str:
+    reasons = [f"{c['site']}: {'; '.join(c['reasons'])}" for c in explanation["candidates"] if c["reasons"]]
+    return "can never fit any site: " + " | ".join(reasons)
+
+
+def candidate_attributes(candidate: placement.Candidate) -> dict[str, Any]:
+    attributes: dict[str, Any] = {"site": candidate.site, "eligible": candidate.eligible}
+    if candidate.reasons:
+        attributes["reasons"] = list(candidate.reasons)
+    if candidate.score is not None:
+        attributes["score"] = candidate.score
+    if candidate.terms is not None:
+        attributes.update(
+            locality_hours=candidate.terms.locality_hours,
+            cost_hkd=candidate.terms.cost_hkd,
+            load=candidate.terms.load,
+        )
+    return attributes

@@ -1,0 +1,105 @@
+"""What the API reads from the database, and what recovery rebuilds from: plain records out.
+
+Synchronous functions; the engine runs them on worker threads. Reads see committed state
+only, which is exactly what callers have been told: the broker answers a write after the
+commit that made it durable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection, Row
+
+from broker.engine.records import Event, WorkloadRecord
+from broker.lifecycle import TERMINAL
+from broker.store.tables import DecisionRow, SettingRow, SiteRow, WorkloadEventRow, WorkloadRow
+
+W = WorkloadRow.__table__  # type: ignore[attr-defined]
+E = WorkloadEventRow.__table__  # type: ignore[attr-defined]
+D = DecisionRow.__table__  # type: ignore[attr-defined]
+S = SiteRow.__table__  # type: ignore[attr-defined]
+SETTINGS = SettingRow.__table__  # type: ignore[attr-defined]
+
+
+def record(row: Row[Any]) -> WorkloadRecord:
+    return WorkloadRecord(
+        seq=row.seq,
+        id=row.id,
+        name=row.name,
+        tenant=row.tenant,
+        backend=row.backend,
+        spec=row.spec,
+        state=row.state,
+        site=row.site,
+        nodes=tuple(row.nodes),
+        attempt=row.attempt,
+        acked=row.acked,
+        trace_id=row.trace_id,
+        traceparent=row.traceparent,
+        message=row.message,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        started_at=row.started_at,
+    )
+
+
+def workload(conn: Connection, workload_id: str) -> WorkloadRecord | None:
+    row = conn.execute(select(W).where(W.c.id == workload_id)).first()
+    return None if row is None else record(row)
+
+
+def workloads(
+    conn: Connection, tenant: str | None, states: Iterable[str], limit: int
+) -> list[WorkloadRecord]:
+    query = select(W).order_by(W.c.seq.desc()).limit(limit)
+    if tenant is not None:
+        query = query.where(W.c.tenant == tenant)
+    wanted = list(states)
+    if wanted:
+        query = query.where(W.c.state.in_(wanted))
+    return [record(r) for r in conn.execute(query)]
+
+
+def events_after(conn: Connection, workload_id: str, after_seq: int) -> list[Event]:
+    rows = conn.execute(
+        select(E).where(E.c.workload_id == workload_id).where(E.c.seq > after_seq).order_by(E.c.seq)
+    )
+    return [Event(r.seq, r.workload_id, r.state, r.site, r.attempt, r.message, r.at) for r in rows]
+
+
+def latest_decision(conn: Connection, workload_id: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        select(D.c.explanation, D.c.attempt)
+        .where(D.c.workload_id == workload_id)
+        .order_by(D.c.seq.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else {**row.explanation, "attempt": row.attempt}
+
+
+@dataclass
+class Stored:
+    """Everything recovery needs, read in one transaction."""
+
+    unfinished: list[Row[Any]]  # workloads not in a terminal state, oldest first
+    sites: list[Row[Any]]
+    settings: dict[str, str]
+    next_seq: int
+    next_event: int
+
+
+def for_recovery(conn: Connection) -> Stored:
+    unfinished = list(conn.execute(select(W).where(W.c.state.not_in(list(TERMINAL))).order_by(W.c.seq)))
+    max_seq = conn.execute(select(func.max(W.c.seq))).scalar() or 0
+    max_event = conn.execute(select(func.max(E.c.seq))).scalar() or 0
+    return Stored(
+        unfinished=unfinished,
+        sites=list(conn.execute(select(S))),
+        settings={r.name: r.value for r in conn.execute(select(SETTINGS))},
+        next_seq=max_seq + 1,
+        next_event=max_event + 1,
+    )
