@@ -58,6 +58,12 @@ class LiveWorkload:
     started_at: float | None = None  # wall clock: when the current attempt was reported RUNNING
     spec_wire: bytes | None = None  # the spec's wire form when known (None after a restart)
 
+    @classmethod
+    def restored(cls, record: WorkloadRecord, request: Request, max_attempts: int) -> LiveWorkload:
+        """A stored workload back in memory (after a restart: its wire spec is rebuilt when needed)."""
+        values = {f: getattr(record, f) for f in WorkloadRecord.__dataclass_fields__}
+        return cls(**values, request=request, max_attempts=max_attempts)
+
     def record(self) -> WorkloadRecord:
         return WorkloadRecord(
             seq=self.seq,

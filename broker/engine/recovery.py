@@ -25,6 +25,7 @@ from broker.engine.tx import Tx
 from broker.federation import placement_federation, placement_request
 from broker.lifecycle import ACTIVE, FAILED
 from broker.spec import parse_spec
+from broker.store import reads
 from broker.store.reads import Stored
 
 log = logging.getLogger("fedbroker.recovery")
@@ -88,27 +89,7 @@ def rebuild(
 def _restore(state: BrokerState, row: Any) -> None:
     spec = parse_spec(row.spec, f"stored workload {row.id}")
     request = placement_request(row.id, row.tenant, spec, row.seq)
-    workload = LiveWorkload(
-        seq=row.seq,
-        id=row.id,
-        name=row.name,
-        tenant=row.tenant,
-        backend=row.backend,
-        spec=row.spec,
-        request=request,
-        max_attempts=spec.max_attempts,
-        state=row.state,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        trace_id=row.trace_id,
-        traceparent=row.traceparent,
-        site=row.site,
-        nodes=tuple(row.nodes),
-        attempt=row.attempt,
-        acked=row.acked,
-        message=row.message,
-        started_at=row.started_at,
-    )
+    workload = LiveWorkload.restored(reads.record(row), request, spec.max_attempts)
     if row.state in ACTIVE:
         if row.site not in state.links:
             raise ValueError(f"site {row.site!r} is not configured")
