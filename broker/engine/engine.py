@@ -240,8 +240,9 @@ class Engine:
                 state.schedule(tx)
             except Exception:
                 log.exception("a scheduling cycle failed; rebuilding the broker's state from the store")
-                self._fail(batch, Unavailable("the broker hit an internal error and recovered; retry"))
-                await self._rebuild()
+                await self._recover(
+                    batch, Unavailable("the broker hit an internal error and recovered; retry")
+                )
                 return
         # 3. persist
         rows = tx.rows()
@@ -253,8 +254,9 @@ class Engine:
                 except Exception as error:
                     log.error("commit failed, nothing of this cycle is kept: %s", _short(error))
                     span.set_status(trace.Status(trace.StatusCode.ERROR, _short(error)))
-                    self._fail(batch, Unavailable(f"the broker could not store this now: {_short(error)}"))
-                    await self._rebuild()
+                    await self._recover(
+                        batch, Unavailable(f"the broker could not store this now: {_short(error)}")
+                    )
                     return
         # 4. apply
         state.forget(tx.ended)
@@ -291,6 +293,17 @@ class Engine:
             case c.SetPaused():
                 return state.set_paused(tx, command)
         raise TypeError(f"unknown command {command!r}")
+
+    async def _recover(
+        self, batch: list[tuple[c.Command, asyncio.Future[Any] | None]], error: BrokerError
+    ) -> None:
+        """Rebuild memory from the store, then tell the cycle's callers: whoever retries at once
+        meets the rebuilt state. If the database stays away, callers hear after a second and
+        the rebuild goes on retrying."""
+        rebuilt = asyncio.create_task(self._rebuild())
+        await asyncio.wait({rebuilt}, timeout=1.0)
+        self._fail(batch, error)
+        await rebuilt
 
     @staticmethod
     def _fail(batch: list[tuple[c.Command, asyncio.Future[Any] | None]], error: BrokerError) -> None:
