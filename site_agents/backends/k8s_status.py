@@ -49,6 +49,10 @@ def verdict(key: AttemptKey, job: Json, pods: Sequence[Json]) -> Verdict:
         )
     failed = conditions.get("Failed")
     if _true(failed):
+        if any(not _pod_ended(p) for p in pods):
+            # The Job's and the pods' watches race: the pod that failed it has not shown its
+            # end here yet. Its update comes next and says why (OOMKilled, an exit code).
+            return Verdict(AttemptStatus(key, State.RUNNING, "", None, nodes))
         return Verdict(_failure(key, failed or {}, pods, nodes), job_finished=True)
     for pod in pods:
         for container in _containers(pod):
@@ -95,6 +99,13 @@ def _failure(key: AttemptKey, condition: Json, pods: Sequence[Json], nodes: tupl
         return AttemptStatus(key, State.FAILED, message, None, nodes, Reason.EXIT)
     message = f"{why}: {condition.get('message', '')}".strip(": ") or "the Job failed"
     return AttemptStatus(key, State.FAILED, message, None, nodes, Reason.LOST)
+
+
+def _pod_ended(pod: Json) -> bool:
+    status = pod.get("status") or {}
+    if status.get("phase") in ("Succeeded", "Failed") or status.get("reason") in LOST or _disrupted(pod):
+        return True
+    return any((c.get("state") or {}).get("terminated") for c in _containers(pod))
 
 
 def _containers(pod: Json) -> list[Json]:
