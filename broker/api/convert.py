@@ -159,7 +159,7 @@ def inventory(report: agent_service_pb2.InventoryReport) -> Inventory:
         if not n.name:
             raise BadReport(f"{where}.name: empty")
         if n.name in names:
-            raise BadReport(f"{where}.name: node {n.name!r} is listed twice")
+            raise BadReport(f"{where}.name: node {n.name[:64]!r} is listed twice")  # bounded echo
         names.add(n.name)
         if n.gpus_allocatable < 0 or n.gpus_allocated < 0:
             raise BadReport(f"{where}: GPU counts must not be negative")

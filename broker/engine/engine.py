@@ -39,7 +39,7 @@ from broker.engine.records import Event, WorkloadRecord
 from broker.engine.recovery import rebuild
 from broker.engine.state import BrokerState
 from broker.engine.tx import Tx
-from broker.errors import BrokerError, NotFound, Unavailable
+from broker.errors import BrokerError, InvalidArgument, NotFound, Unavailable
 from broker.lifecycle import QUEUED
 from broker.placement import Node, PlacementError, SiteUsage
 from broker.spec import WorkloadSpec
@@ -355,11 +355,8 @@ class Engine:
 
 
 def _as_broker_error(error: Exception) -> BrokerError:
-    if isinstance(error, BrokerError):
-        return error
-    from broker.errors import InvalidArgument
-
-    return InvalidArgument(str(error))
+    """The core's refusal of a malformed request reaches the caller as INVALID_ARGUMENT."""
+    return error if isinstance(error, BrokerError) else InvalidArgument(str(error))
 
 
 def _short(error: Exception) -> str:
