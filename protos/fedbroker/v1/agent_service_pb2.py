@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fedbroker.v1 import types_pb2 as fedbroker_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n fedbroker/v1/agent_service.proto\x12\x0c\x66\x65\x64\x62roker.v1\x1a\x18\x66\x65\x64\x62roker/v1/types.proto\"\xc2\x01\n\x0c\x41gentMessage\x12$\n\x05hello\x18\x01 \x01(\x0b\x32\x13.fedbroker.v1.HelloH\x00\x12\x32\n\tinventory\x18\x02 \x01(\x0b\x32\x1d.fedbroker.v1.InventoryReportH\x00\x12.\n\x06update\x18\x03 \x01(\x0b\x32\x1c.fedbroker.v1.WorkloadUpdateH\x00\x12 \n\x03\x61\x63k\x18\x04 \x01(\x0b\x32\x11.fedbroker.v1.AckH\x00\x42\x06\n\x04kind\"J\n\x05Hello\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61\x63kends\x18\x03 \x03(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\"\x85\x01\n\x0fInventoryReport\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12!\n\x05nodes\x18\x02 \x03(\x0b\x32\x12.fedbroker.v1.Node\x12\x10\n\x08\x64\x61tasets\x18\x03 \x03(\t\x12\x30\n\tworkloads\x18\x04 \x03(\x0b\x32\x1d.fedbroker.v1.RunningWorkload\"\xb9\x01\n\x0fRunningWorkload\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.fedbroker.v1.WorkloadState\x12\r\n\x05nodes\x18\x04 \x03(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x16\n\texit_code\x18\x06 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x07 \x01(\tB\x0c\n\n_exit_code\"\xa9\x01\n\x0eWorkloadUpdate\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.fedbroker.v1.WorkloadState\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x16\n\texit_code\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x06 \x01(\tB\x0c\n\n_exit_code\"+\n\x03\x41\x63k\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\"\x99\x01\n\rBrokerMessage\x12(\n\x07welcome\x18\x01 \x01(\x0b\x32\x15.fedbroker.v1.WelcomeH\x00\x12.\n\nassignment\x18\x02 \x01(\x0b\x32\x18.fedbroker.v1.AssignmentH\x00\x12&\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x14.fedbroker.v1.CancelH\x00\x42\x06\n\x04kind\"5\n\x07Welcome\x12\x11\n\tbroker_id\x18\x01 \x01(\t\x12\x17\n\x0fheartbeat_ttl_s\x18\x02 \x01(\x01\"\xf3\x01\n\nAssignment\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12(\n\x04spec\x18\x04 \x01(\x0b\x32\x1a.fedbroker.v1.WorkloadSpec\x12\r\n\x05nodes\x18\x05 \x03(\t\x12\x41\n\rtrace_context\x18\x06 \x03(\x0b\x32*.fedbroker.v1.Assignment.TraceContextEntry\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\">\n\x06\x43\x61ncel\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t2V\n\x0c\x41gentService\x12\x46\n\x07\x43onnect\x12\x1a.fedbroker.v1.AgentMessage\x1a\x1b.fedbroker.v1.BrokerMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n fedbroker/v1/agent_service.proto\x12\x0c\x66\x65\x64\x62roker.v1\x1a\x18\x66\x65\x64\x62roker/v1/types.proto\"\xea\x01\n\x0c\x41gentMessage\x12$\n\x05hello\x18\x01 \x01(\x0b\x32\x13.fedbroker.v1.HelloH\x00\x12\x32\n\tinventory\x18\x02 \x01(\x0b\x32\x1d.fedbroker.v1.InventoryReportH\x00\x12.\n\x06update\x18\x03 \x01(\x0b\x32\x1c.fedbroker.v1.WorkloadUpdateH\x00\x12 \n\x03\x61\x63k\x18\x04 \x01(\x0b\x32\x11.fedbroker.v1.AckH\x00\x12&\n\x04logs\x18\x05 \x01(\x0b\x32\x16.fedbroker.v1.LogChunkH\x00\x42\x06\n\x04kind\"J\n\x05Hello\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61\x63kends\x18\x03 \x03(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\"\x85\x01\n\x0fInventoryReport\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12!\n\x05nodes\x18\x02 \x03(\x0b\x32\x12.fedbroker.v1.Node\x12\x10\n\x08\x64\x61tasets\x18\x03 \x03(\t\x12\x30\n\tworkloads\x18\x04 \x03(\x0b\x32\x1d.fedbroker.v1.RunningWorkload\"\xb9\x01\n\x0fRunningWorkload\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.fedbroker.v1.WorkloadState\x12\r\n\x05nodes\x18\x04 \x03(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x16\n\texit_code\x18\x06 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x07 \x01(\tB\x0c\n\n_exit_code\"\xa9\x01\n\x0eWorkloadUpdate\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.fedbroker.v1.WorkloadState\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x16\n\texit_code\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x06 \x01(\tB\x0c\n\n_exit_code\"+\n\x03\x41\x63k\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\"\xf5\x01\n\rBrokerMessage\x12(\n\x07welcome\x18\x01 \x01(\x0b\x32\x15.fedbroker.v1.WelcomeH\x00\x12.\n\nassignment\x18\x02 \x01(\x0b\x32\x18.fedbroker.v1.AssignmentH\x00\x12&\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x14.fedbroker.v1.CancelH\x00\x12-\n\nfetch_logs\x18\x04 \x01(\x0b\x32\x17.fedbroker.v1.FetchLogsH\x00\x12+\n\tstop_logs\x18\x05 \x01(\x0b\x32\x16.fedbroker.v1.StopLogsH\x00\x42\x06\n\x04kind\"5\n\x07Welcome\x12\x11\n\tbroker_id\x18\x01 \x01(\t\x12\x17\n\x0fheartbeat_ttl_s\x18\x02 \x01(\x01\"\xf3\x01\n\nAssignment\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12(\n\x04spec\x18\x04 \x01(\x0b\x32\x1a.fedbroker.v1.WorkloadSpec\x12\r\n\x05nodes\x18\x05 \x03(\t\x12\x41\n\rtrace_context\x18\x06 \x03(\x0b\x32*.fedbroker.v1.Assignment.TraceContextEntry\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\">\n\x06\x43\x61ncel\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\"q\n\tFetchLogs\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0bworkload_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x11\n\x04tail\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06\x66ollow\x18\x05 \x01(\x08\x42\x07\n\x05_tail\"\x1e\n\x08StopLogs\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"\xd4\x01\n\x08LogChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05lines\x18\x02 \x03(\t\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12+\n\x05\x65rror\x18\x04 \x01(\x0e\x32\x1c.fedbroker.v1.LogChunk.Error\x12\x0f\n\x07message\x18\x05 \x01(\t\"Y\n\x05\x45rror\x12\x15\n\x11\x45RROR_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45RROR_NOT_FOUND\x10\x01\x12\x11\n\rERROR_NO_LOGS\x10\x02\x12\x11\n\rERROR_BACKEND\x10\x03\x32V\n\x0c\x41gentService\x12\x46\n\x07\x43onnect\x12\x1a.fedbroker.v1.AgentMessage\x1a\x1b.fedbroker.v1.BrokerMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,27 +35,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ASSIGNMENT_TRACECONTEXTENTRY']._loaded_options = None
   _globals['_ASSIGNMENT_TRACECONTEXTENTRY']._serialized_options = b'8\001'
   _globals['_AGENTMESSAGE']._serialized_start=77
-  _globals['_AGENTMESSAGE']._serialized_end=271
-  _globals['_HELLO']._serialized_start=273
-  _globals['_HELLO']._serialized_end=347
-  _globals['_INVENTORYREPORT']._serialized_start=350
-  _globals['_INVENTORYREPORT']._serialized_end=483
-  _globals['_RUNNINGWORKLOAD']._serialized_start=486
-  _globals['_RUNNINGWORKLOAD']._serialized_end=671
-  _globals['_WORKLOADUPDATE']._serialized_start=674
-  _globals['_WORKLOADUPDATE']._serialized_end=843
-  _globals['_ACK']._serialized_start=845
-  _globals['_ACK']._serialized_end=888
-  _globals['_BROKERMESSAGE']._serialized_start=891
-  _globals['_BROKERMESSAGE']._serialized_end=1044
-  _globals['_WELCOME']._serialized_start=1046
-  _globals['_WELCOME']._serialized_end=1099
-  _globals['_ASSIGNMENT']._serialized_start=1102
-  _globals['_ASSIGNMENT']._serialized_end=1345
-  _globals['_ASSIGNMENT_TRACECONTEXTENTRY']._serialized_start=1294
-  _globals['_ASSIGNMENT_TRACECONTEXTENTRY']._serialized_end=1345
-  _globals['_CANCEL']._serialized_start=1347
-  _globals['_CANCEL']._serialized_end=1409
-  _globals['_AGENTSERVICE']._serialized_start=1411
-  _globals['_AGENTSERVICE']._serialized_end=1497
+  _globals['_AGENTMESSAGE']._serialized_end=311
+  _globals['_HELLO']._serialized_start=313
+  _globals['_HELLO']._serialized_end=387
+  _globals['_INVENTORYREPORT']._serialized_start=390
+  _globals['_INVENTORYREPORT']._serialized_end=523
+  _globals['_RUNNINGWORKLOAD']._serialized_start=526
+  _globals['_RUNNINGWORKLOAD']._serialized_end=711
+  _globals['_WORKLOADUPDATE']._serialized_start=714
+  _globals['_WORKLOADUPDATE']._serialized_end=883
+  _globals['_ACK']._serialized_start=885
+  _globals['_ACK']._serialized_end=928
+  _globals['_BROKERMESSAGE']._serialized_start=931
+  _globals['_BROKERMESSAGE']._serialized_end=1176
+  _globals['_WELCOME']._serialized_start=1178
+  _globals['_WELCOME']._serialized_end=1231
+  _globals['_ASSIGNMENT']._serialized_start=1234
+  _globals['_ASSIGNMENT']._serialized_end=1477
+  _globals['_ASSIGNMENT_TRACECONTEXTENTRY']._serialized_start=1426
+  _globals['_ASSIGNMENT_TRACECONTEXTENTRY']._serialized_end=1477
+  _globals['_CANCEL']._serialized_start=1479
+  _globals['_CANCEL']._serialized_end=1541
+  _globals['_FETCHLOGS']._serialized_start=1543
+  _globals['_FETCHLOGS']._serialized_end=1656
+  _globals['_STOPLOGS']._serialized_start=1658
+  _globals['_STOPLOGS']._serialized_end=1688
+  _globals['_LOGCHUNK']._serialized_start=1691
+  _globals['_LOGCHUNK']._serialized_end=1903
+  _globals['_LOGCHUNK_ERROR']._serialized_start=1814
+  _globals['_LOGCHUNK_ERROR']._serialized_end=1903
+  _globals['_AGENTSERVICE']._serialized_start=1905
+  _globals['_AGENTSERVICE']._serialized_end=1991
 # @@protoc_insertion_point(module_scope)

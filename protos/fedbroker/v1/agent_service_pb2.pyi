@@ -1,5 +1,6 @@
 from fedbroker.v1 import types_pb2 as _types_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -8,16 +9,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AgentMessage(_message.Message):
-    __slots__ = ("hello", "inventory", "update", "ack")
+    __slots__ = ("hello", "inventory", "update", "ack", "logs")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
     UPDATE_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
+    LOGS_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     inventory: InventoryReport
     update: WorkloadUpdate
     ack: Ack
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., inventory: _Optional[_Union[InventoryReport, _Mapping]] = ..., update: _Optional[_Union[WorkloadUpdate, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ...) -> None: ...
+    logs: LogChunk
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., inventory: _Optional[_Union[InventoryReport, _Mapping]] = ..., update: _Optional[_Union[WorkloadUpdate, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., logs: _Optional[_Union[LogChunk, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("site", "agent_id", "backends", "version")
@@ -86,14 +89,18 @@ class Ack(_message.Message):
     def __init__(self, workload_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class BrokerMessage(_message.Message):
-    __slots__ = ("welcome", "assignment", "cancel")
+    __slots__ = ("welcome", "assignment", "cancel", "fetch_logs", "stop_logs")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
+    FETCH_LOGS_FIELD_NUMBER: _ClassVar[int]
+    STOP_LOGS_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     assignment: Assignment
     cancel: Cancel
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ...) -> None: ...
+    fetch_logs: FetchLogs
+    stop_logs: StopLogs
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., fetch_logs: _Optional[_Union[FetchLogs, _Mapping]] = ..., stop_logs: _Optional[_Union[StopLogs, _Mapping]] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("broker_id", "heartbeat_ttl_s")
@@ -135,3 +142,47 @@ class Cancel(_message.Message):
     attempt: int
     reason: str
     def __init__(self, workload_id: _Optional[str] = ..., attempt: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class FetchLogs(_message.Message):
+    __slots__ = ("request_id", "workload_id", "attempt", "tail", "follow")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    workload_id: str
+    attempt: int
+    tail: int
+    follow: bool
+    def __init__(self, request_id: _Optional[str] = ..., workload_id: _Optional[str] = ..., attempt: _Optional[int] = ..., tail: _Optional[int] = ..., follow: _Optional[bool] = ...) -> None: ...
+
+class StopLogs(_message.Message):
+    __slots__ = ("request_id",)
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    def __init__(self, request_id: _Optional[str] = ...) -> None: ...
+
+class LogChunk(_message.Message):
+    __slots__ = ("request_id", "lines", "done", "error", "message")
+    class Error(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        ERROR_UNSPECIFIED: _ClassVar[LogChunk.Error]
+        ERROR_NOT_FOUND: _ClassVar[LogChunk.Error]
+        ERROR_NO_LOGS: _ClassVar[LogChunk.Error]
+        ERROR_BACKEND: _ClassVar[LogChunk.Error]
+    ERROR_UNSPECIFIED: LogChunk.Error
+    ERROR_NOT_FOUND: LogChunk.Error
+    ERROR_NO_LOGS: LogChunk.Error
+    ERROR_BACKEND: LogChunk.Error
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    lines: _containers.RepeatedScalarFieldContainer[str]
+    done: bool
+    error: LogChunk.Error
+    message: str
+    def __init__(self, request_id: _Optional[str] = ..., lines: _Optional[_Iterable[str]] = ..., done: _Optional[bool] = ..., error: _Optional[_Union[LogChunk.Error, str]] = ..., message: _Optional[str] = ...) -> None: ...

@@ -103,7 +103,7 @@ class WorkloadSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., backend: _Optional[str] = ..., ray: _Optional[_Union[RaySpec, _Mapping]] = ..., kubernetes: _Optional[_Union[KubernetesSpec, _Mapping]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., datasets: _Optional[_Iterable[str]] = ..., subsidy: _Optional[str] = ..., priority: _Optional[int] = ..., estimated_hours: _Optional[float] = ..., sites: _Optional[_Iterable[str]] = ..., max_attempts: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Workload(_message.Message):
-    __slots__ = ("id", "name", "tenant", "state", "site", "attempt", "trace_id", "message", "spec", "created_at", "updated_at")
+    __slots__ = ("id", "name", "tenant", "state", "site", "attempt", "trace_id", "message", "spec", "created_at", "updated_at", "reason", "infra_requeues", "retry_at")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +115,9 @@ class Workload(_message.Message):
     SPEC_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    INFRA_REQUEUES_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AT_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     tenant: str
@@ -126,7 +129,10 @@ class Workload(_message.Message):
     spec: WorkloadSpec
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., tenant: _Optional[str] = ..., state: _Optional[_Union[WorkloadState, str]] = ..., site: _Optional[str] = ..., attempt: _Optional[int] = ..., trace_id: _Optional[str] = ..., message: _Optional[str] = ..., spec: _Optional[_Union[WorkloadSpec, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    reason: str
+    infra_requeues: int
+    retry_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., tenant: _Optional[str] = ..., state: _Optional[_Union[WorkloadState, str]] = ..., site: _Optional[str] = ..., attempt: _Optional[int] = ..., trace_id: _Optional[str] = ..., message: _Optional[str] = ..., spec: _Optional[_Union[WorkloadSpec, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., infra_requeues: _Optional[int] = ..., retry_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Node(_message.Message):
     __slots__ = ("name", "gpu_model", "gpus_allocatable", "gpus_allocated", "gpu_memory_gb", "cpus", "memory_gb", "labels")

@@ -59,7 +59,7 @@ class WatchWorkloadRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class WorkloadEvent(_message.Message):
-    __slots__ = ("workload_id", "seq", "state", "site", "attempt", "message", "at")
+    __slots__ = ("workload_id", "seq", "state", "site", "attempt", "message", "at", "reason")
     WORKLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +67,7 @@ class WorkloadEvent(_message.Message):
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     workload_id: str
     seq: int
     state: _types_pb2.WorkloadState
@@ -74,10 +75,33 @@ class WorkloadEvent(_message.Message):
     attempt: int
     message: str
     at: _timestamp_pb2.Timestamp
-    def __init__(self, workload_id: _Optional[str] = ..., seq: _Optional[int] = ..., state: _Optional[_Union[_types_pb2.WorkloadState, str]] = ..., site: _Optional[str] = ..., attempt: _Optional[int] = ..., message: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    reason: str
+    def __init__(self, workload_id: _Optional[str] = ..., seq: _Optional[int] = ..., state: _Optional[_Union[_types_pb2.WorkloadState, str]] = ..., site: _Optional[str] = ..., attempt: _Optional[int] = ..., message: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
     __slots__ = ("id",)
     ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class LogsRequest(_message.Message):
+    __slots__ = ("id", "attempt", "tail", "follow")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    attempt: int
+    tail: int
+    follow: bool
+    def __init__(self, id: _Optional[str] = ..., attempt: _Optional[int] = ..., tail: _Optional[int] = ..., follow: _Optional[bool] = ...) -> None: ...
+
+class LogLines(_message.Message):
+    __slots__ = ("attempt", "site", "lines")
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    attempt: int
+    site: str
+    lines: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, attempt: _Optional[int] = ..., site: _Optional[str] = ..., lines: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -65,6 +65,11 @@ class WorkloadServiceStub:
                 request_serializer=fedbroker_dot_v1_dot_workload__service__pb2.ExplainRequest.SerializeToString,
                 response_deserializer=fedbroker_dot_v1_dot_types__pb2.Explanation.FromString,
                 _registered_method=True)
+        self.Logs = channel.unary_stream(
+                '/fedbroker.v1.WorkloadService/Logs',
+                request_serializer=fedbroker_dot_v1_dot_workload__service__pb2.LogsRequest.SerializeToString,
+                response_deserializer=fedbroker_dot_v1_dot_workload__service__pb2.LogLines.FromString,
+                _registered_method=True)
 
 
 class WorkloadServiceServicer:
@@ -108,6 +113,14 @@ class WorkloadServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Logs(self, request, context):
+        """An attempt's log lines, relayed from the agent of the site that ran it.
+        With follow, the stream goes on until the attempt ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkloadServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -140,6 +153,11 @@ def add_WorkloadServiceServicer_to_server(servicer, server):
                     servicer.Explain,
                     request_deserializer=fedbroker_dot_v1_dot_workload__service__pb2.ExplainRequest.FromString,
                     response_serializer=fedbroker_dot_v1_dot_types__pb2.Explanation.SerializeToString,
+            ),
+            'Logs': grpc.unary_stream_rpc_method_handler(
+                    servicer.Logs,
+                    request_deserializer=fedbroker_dot_v1_dot_workload__service__pb2.LogsRequest.FromString,
+                    response_serializer=fedbroker_dot_v1_dot_workload__service__pb2.LogLines.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -304,6 +322,33 @@ class WorkloadService:
             '/fedbroker.v1.WorkloadService/Explain',
             fedbroker_dot_v1_dot_workload__service__pb2.ExplainRequest.SerializeToString,
             fedbroker_dot_v1_dot_types__pb2.Explanation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Logs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fedbroker.v1.WorkloadService/Logs',
+            fedbroker_dot_v1_dot_workload__service__pb2.LogsRequest.SerializeToString,
+            fedbroker_dot_v1_dot_workload__service__pb2.LogLines.FromString,
             options,
             channel_credentials,
             insecure,
