@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fedbroker.v1 import types_pb2 as fedbroker_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x66\x65\x64\x62roker/v1/site_service.proto\x12\x0c\x66\x65\x64\x62roker.v1\x1a\x18\x66\x65\x64\x62roker/v1/types.proto\"\x12\n\x10ListSitesRequest\"\xe9\x01\n\x04Site\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07healthy\x18\x02 \x01(\x08\x12\x12\n\ngpus_total\x18\x03 \x01(\x05\x12\x16\n\x0egpus_allocated\x18\x04 \x01(\x05\x12\x15\n\rgpus_reserved\x18\x05 \x01(\x05\x12\x11\n\tgpus_free\x18\x06 \x01(\x05\x12\x10\n\x08\x62\x61\x63kends\x18\x07 \x03(\t\x12\x0c\n\x04load\x18\x08 \x01(\x01\x12\x17\n\x0fheartbeat_age_s\x18\t \x01(\x01\x12\x10\n\x08\x64\x61tasets\x18\n \x03(\t\x12!\n\x05nodes\x18\x0b \x03(\x0b\x32\x12.fedbroker.v1.Node\"6\n\x11ListSitesResponse\x12!\n\x05sites\x18\x01 \x03(\x0b\x32\x12.fedbroker.v1.Site2[\n\x0bSiteService\x12L\n\tListSites\x12\x1e.fedbroker.v1.ListSitesRequest\x1a\x1f.fedbroker.v1.ListSitesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x66\x65\x64\x62roker/v1/site_service.proto\x12\x0c\x66\x65\x64\x62roker.v1\x1a\x18\x66\x65\x64\x62roker/v1/types.proto\"\x12\n\x10ListSitesRequest\"\x9a\x02\n\x04Site\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07healthy\x18\x02 \x01(\x08\x12\x12\n\ngpus_total\x18\x03 \x01(\x05\x12\x16\n\x0egpus_allocated\x18\x04 \x01(\x05\x12\x15\n\rgpus_reserved\x18\x05 \x01(\x05\x12\x11\n\tgpus_free\x18\x06 \x01(\x05\x12\x10\n\x08\x62\x61\x63kends\x18\x07 \x03(\t\x12\x0c\n\x04load\x18\x08 \x01(\x01\x12\x17\n\x0fheartbeat_age_s\x18\t \x01(\x01\x12\x10\n\x08\x64\x61tasets\x18\n \x03(\t\x12!\n\x05nodes\x18\x0b \x03(\x0b\x32\x12.fedbroker.v1.Node\x12/\n\ngpu_models\x18\x0c \x03(\x0b\x32\x1b.fedbroker.v1.GpuModelUsage\"\x98\x01\n\rGpuModelUsage\x12\x11\n\tgpu_model\x18\x01 \x01(\t\x12\x12\n\ngpus_total\x18\x02 \x01(\x05\x12\x16\n\x0egpus_allocated\x18\x03 \x01(\x05\x12\x15\n\rgpus_reserved\x18\x04 \x01(\x05\x12\x11\n\tgpus_free\x18\x05 \x01(\x05\x12\x1e\n\x16price_hkd_per_gpu_hour\x18\x06 \x01(\x01\"6\n\x11ListSitesResponse\x12!\n\x05sites\x18\x01 \x03(\x0b\x32\x12.fedbroker.v1.Site2[\n\x0bSiteService\x12L\n\tListSites\x12\x1e.fedbroker.v1.ListSitesRequest\x1a\x1f.fedbroker.v1.ListSitesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,9 +35,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTSITESREQUEST']._serialized_start=75
   _globals['_LISTSITESREQUEST']._serialized_end=93
   _globals['_SITE']._serialized_start=96
-  _globals['_SITE']._serialized_end=329
-  _globals['_LISTSITESRESPONSE']._serialized_start=331
-  _globals['_LISTSITESRESPONSE']._serialized_end=385
-  _globals['_SITESERVICE']._serialized_start=387
-  _globals['_SITESERVICE']._serialized_end=478
+  _globals['_SITE']._serialized_end=378
+  _globals['_GPUMODELUSAGE']._serialized_start=381
+  _globals['_GPUMODELUSAGE']._serialized_end=533
+  _globals['_LISTSITESRESPONSE']._serialized_start=535
+  _globals['_LISTSITESRESPONSE']._serialized_end=589
+  _globals['_SITESERVICE']._serialized_start=591
+  _globals['_SITESERVICE']._serialized_end=682
 # @@protoc_insertion_point(module_scope)

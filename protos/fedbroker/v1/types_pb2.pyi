@@ -103,7 +103,7 @@ class WorkloadSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., backend: _Optional[str] = ..., ray: _Optional[_Union[RaySpec, _Mapping]] = ..., kubernetes: _Optional[_Union[KubernetesSpec, _Mapping]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., datasets: _Optional[_Iterable[str]] = ..., subsidy: _Optional[str] = ..., priority: _Optional[int] = ..., estimated_hours: _Optional[float] = ..., sites: _Optional[_Iterable[str]] = ..., max_attempts: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Workload(_message.Message):
-    __slots__ = ("id", "name", "tenant", "state", "site", "attempt", "trace_id", "message", "spec", "created_at", "updated_at", "reason", "infra_requeues", "retry_at")
+    __slots__ = ("id", "name", "tenant", "state", "site", "attempt", "trace_id", "message", "spec", "created_at", "updated_at", "reason", "infra_requeues", "retry_at", "nodes", "queue_position", "site_unreachable_since", "requeue_at")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +118,10 @@ class Workload(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     INFRA_REQUEUES_FIELD_NUMBER: _ClassVar[int]
     RETRY_AT_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
+    SITE_UNREACHABLE_SINCE_FIELD_NUMBER: _ClassVar[int]
+    REQUEUE_AT_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     tenant: str
@@ -132,7 +136,11 @@ class Workload(_message.Message):
     reason: str
     infra_requeues: int
     retry_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., tenant: _Optional[str] = ..., state: _Optional[_Union[WorkloadState, str]] = ..., site: _Optional[str] = ..., attempt: _Optional[int] = ..., trace_id: _Optional[str] = ..., message: _Optional[str] = ..., spec: _Optional[_Union[WorkloadSpec, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., infra_requeues: _Optional[int] = ..., retry_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    nodes: _containers.RepeatedScalarFieldContainer[str]
+    queue_position: int
+    site_unreachable_since: _timestamp_pb2.Timestamp
+    requeue_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., tenant: _Optional[str] = ..., state: _Optional[_Union[WorkloadState, str]] = ..., site: _Optional[str] = ..., attempt: _Optional[int] = ..., trace_id: _Optional[str] = ..., message: _Optional[str] = ..., spec: _Optional[_Union[WorkloadSpec, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., infra_requeues: _Optional[int] = ..., retry_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., nodes: _Optional[_Iterable[str]] = ..., queue_position: _Optional[int] = ..., site_unreachable_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requeue_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Node(_message.Message):
     __slots__ = ("name", "gpu_model", "gpus_allocatable", "gpus_allocated", "gpu_memory_gb", "cpus", "memory_gb", "labels")
@@ -162,14 +170,20 @@ class Node(_message.Message):
     def __init__(self, name: _Optional[str] = ..., gpu_model: _Optional[str] = ..., gpus_allocatable: _Optional[int] = ..., gpus_allocated: _Optional[int] = ..., gpu_memory_gb: _Optional[float] = ..., cpus: _Optional[float] = ..., memory_gb: _Optional[float] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ScoreTerms(_message.Message):
-    __slots__ = ("locality_hours", "cost_hkd", "load")
+    __slots__ = ("locality_hours", "cost_hkd", "load", "locality_part", "cost_part", "load_part")
     LOCALITY_HOURS_FIELD_NUMBER: _ClassVar[int]
     COST_HKD_FIELD_NUMBER: _ClassVar[int]
     LOAD_FIELD_NUMBER: _ClassVar[int]
+    LOCALITY_PART_FIELD_NUMBER: _ClassVar[int]
+    COST_PART_FIELD_NUMBER: _ClassVar[int]
+    LOAD_PART_FIELD_NUMBER: _ClassVar[int]
     locality_hours: float
     cost_hkd: float
     load: float
-    def __init__(self, locality_hours: _Optional[float] = ..., cost_hkd: _Optional[float] = ..., load: _Optional[float] = ...) -> None: ...
+    locality_part: float
+    cost_part: float
+    load_part: float
+    def __init__(self, locality_hours: _Optional[float] = ..., cost_hkd: _Optional[float] = ..., load: _Optional[float] = ..., locality_part: _Optional[float] = ..., cost_part: _Optional[float] = ..., load_part: _Optional[float] = ...) -> None: ...
 
 class Candidate(_message.Message):
     __slots__ = ("site", "eligible", "reasons", "score", "terms")

@@ -33,18 +33,28 @@ class GetWorkloadRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class ListWorkloadsRequest(_message.Message):
-    __slots__ = ("states", "limit")
+    __slots__ = ("states", "limit", "tenant", "site", "name", "since")
     STATES_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
     states: _containers.RepeatedScalarFieldContainer[_types_pb2.WorkloadState]
     limit: int
-    def __init__(self, states: _Optional[_Iterable[_Union[_types_pb2.WorkloadState, str]]] = ..., limit: _Optional[int] = ...) -> None: ...
+    tenant: str
+    site: str
+    name: str
+    since: _timestamp_pb2.Timestamp
+    def __init__(self, states: _Optional[_Iterable[_Union[_types_pb2.WorkloadState, str]]] = ..., limit: _Optional[int] = ..., tenant: _Optional[str] = ..., site: _Optional[str] = ..., name: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListWorkloadsResponse(_message.Message):
-    __slots__ = ("workloads",)
+    __slots__ = ("workloads", "event_seq")
     WORKLOADS_FIELD_NUMBER: _ClassVar[int]
+    EVENT_SEQ_FIELD_NUMBER: _ClassVar[int]
     workloads: _containers.RepeatedCompositeFieldContainer[_types_pb2.Workload]
-    def __init__(self, workloads: _Optional[_Iterable[_Union[_types_pb2.Workload, _Mapping]]] = ...) -> None: ...
+    event_seq: int
+    def __init__(self, workloads: _Optional[_Iterable[_Union[_types_pb2.Workload, _Mapping]]] = ..., event_seq: _Optional[int] = ...) -> None: ...
 
 class CancelWorkloadRequest(_message.Message):
     __slots__ = ("id",)
@@ -53,10 +63,32 @@ class CancelWorkloadRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class WatchWorkloadRequest(_message.Message):
+    __slots__ = ("id", "after_seq")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    after_seq: int
+    def __init__(self, id: _Optional[str] = ..., after_seq: _Optional[int] = ...) -> None: ...
+
+class WatchWorkloadsRequest(_message.Message):
+    __slots__ = ("after_seq", "tenant")
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    after_seq: int
+    tenant: str
+    def __init__(self, after_seq: _Optional[int] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class ListEventsRequest(_message.Message):
     __slots__ = ("id",)
     ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class ListEventsResponse(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[WorkloadEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[WorkloadEvent, _Mapping]]] = ...) -> None: ...
 
 class WorkloadEvent(_message.Message):
     __slots__ = ("workload_id", "seq", "state", "site", "attempt", "message", "at", "reason")

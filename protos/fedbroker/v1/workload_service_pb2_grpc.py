@@ -70,6 +70,16 @@ class WorkloadServiceStub:
                 request_serializer=fedbroker_dot_v1_dot_workload__service__pb2.LogsRequest.SerializeToString,
                 response_deserializer=fedbroker_dot_v1_dot_workload__service__pb2.LogLines.FromString,
                 _registered_method=True)
+        self.WatchWorkloads = channel.unary_stream(
+                '/fedbroker.v1.WorkloadService/WatchWorkloads',
+                request_serializer=fedbroker_dot_v1_dot_workload__service__pb2.WatchWorkloadsRequest.SerializeToString,
+                response_deserializer=fedbroker_dot_v1_dot_workload__service__pb2.WorkloadEvent.FromString,
+                _registered_method=True)
+        self.ListEvents = channel.unary_unary(
+                '/fedbroker.v1.WorkloadService/ListEvents',
+                request_serializer=fedbroker_dot_v1_dot_workload__service__pb2.ListEventsRequest.SerializeToString,
+                response_deserializer=fedbroker_dot_v1_dot_workload__service__pb2.ListEventsResponse.FromString,
+                _registered_method=True)
 
 
 class WorkloadServiceServicer:
@@ -121,6 +131,21 @@ class WorkloadServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchWorkloads(self, request, context):
+        """Every change of every workload the caller can see, after `after_seq` (from
+        ListWorkloadsResponse.event_seq: list, then follow without a gap).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEvents(self, request, context):
+        """A workload's events so far, oldest first (its history; Watch follows it live).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkloadServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +183,16 @@ def add_WorkloadServiceServicer_to_server(servicer, server):
                     servicer.Logs,
                     request_deserializer=fedbroker_dot_v1_dot_workload__service__pb2.LogsRequest.FromString,
                     response_serializer=fedbroker_dot_v1_dot_workload__service__pb2.LogLines.SerializeToString,
+            ),
+            'WatchWorkloads': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchWorkloads,
+                    request_deserializer=fedbroker_dot_v1_dot_workload__service__pb2.WatchWorkloadsRequest.FromString,
+                    response_serializer=fedbroker_dot_v1_dot_workload__service__pb2.WorkloadEvent.SerializeToString,
+            ),
+            'ListEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvents,
+                    request_deserializer=fedbroker_dot_v1_dot_workload__service__pb2.ListEventsRequest.FromString,
+                    response_serializer=fedbroker_dot_v1_dot_workload__service__pb2.ListEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -349,6 +384,60 @@ class WorkloadService:
             '/fedbroker.v1.WorkloadService/Logs',
             fedbroker_dot_v1_dot_workload__service__pb2.LogsRequest.SerializeToString,
             fedbroker_dot_v1_dot_workload__service__pb2.LogLines.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchWorkloads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fedbroker.v1.WorkloadService/WatchWorkloads',
+            fedbroker_dot_v1_dot_workload__service__pb2.WatchWorkloadsRequest.SerializeToString,
+            fedbroker_dot_v1_dot_workload__service__pb2.WorkloadEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedbroker.v1.WorkloadService/ListEvents',
+            fedbroker_dot_v1_dot_workload__service__pb2.ListEventsRequest.SerializeToString,
+            fedbroker_dot_v1_dot_workload__service__pb2.ListEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,
