@@ -50,6 +50,7 @@ class LocalFederation:
         db_url: str | None = None,
         agent_overrides: dict[str, Any] | None = None,
         tokens: dict[str, str] | None = None,
+        process_env: dict[str, dict[str, str]] | None = None,
     ) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -60,6 +61,8 @@ class LocalFederation:
         self.db_url = db_url or f"sqlite:///{workdir / 'broker.db'}"
         self.agent_overrides = agent_overrides or {}
         self.tokens = {**DEV_TOKENS, **(tokens or {})}
+        # Extra environment per process name ("broker", "agent-<site>"): OTEL_*, metrics ports.
+        self.process_env = process_env or {}
         self.port = free_port()
         self.endpoint = f"127.0.0.1:{self.port}"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -73,7 +76,7 @@ class LocalFederation:
             [sys.executable, "-m", "broker", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.process_env.get(name, {}), **(env or {})},
             cwd=self.workdir,
         )
 

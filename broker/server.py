@@ -20,8 +20,9 @@ from fedbroker.v1 import (
     workload_service_pb2,
     workload_service_pb2_grpc,
 )
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import metrics
 from sqlalchemy.exc import SQLAlchemyError
 
 from broker.api.agent_service import AgentService
@@ -32,6 +33,11 @@ from broker.api.workload_service import WorkloadService
 from broker.auth import Authenticator
 from broker.config import FederationConfig
 from broker.engine.engine import Engine
+from broker.engine.observer import CycleObserver, Observers
+from broker.health import HealthMonitor
+from broker.observability.broker_metrics import BrokerMetrics
+from broker.observability.state_log import StateChangeLog
+from broker.role import BrokerRole
 from broker.store import Store
 
 log = logging.getLogger("fedbroker.server")
@@ -61,8 +67,8 @@ class ServeError(Exception):
     """The broker cannot start: a taken port, an unreachable database."""
 
 
-async def serve(config: FederationConfig, db_url: str, listen: str) -> None:
-    """Run until SIGINT or SIGTERM, then stop gracefully."""
+async def serve(config: FederationConfig, db_url: str, listen: str, *, metrics_enabled: bool = False) -> None:
+    """Run until SIGINT or SIGTERM, then stop gracefully. `metrics_enabled`: a MeterProvider is installed."""
     try:
         store = Store(db_url)
     except (SQLAlchemyError, ValueError, ImportError) as error:
@@ -93,8 +99,11 @@ async def serve(config: FederationConfig, db_url: str, listen: str) -> None:
         await engine.stop()
         raise ServeError(f"cannot listen on {listen}: address in use or not valid") from None
     await server.start()
-    for name in ("", *SERVICE_NAMES):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    role = BrokerRole()  # issue 8's standby logic will drive it; health and the role gauge follow
+    monitor = HealthMonitor(health_servicer, store, role, SERVICE_NAMES)
+    await monitor.check()
+    health_task = asyncio.create_task(monitor.run(), name="fedbroker health")
+    engine.observer = observers(engine, role, monitor, metrics_enabled)
     host = listen.rsplit(":", 1)[0]
     log.info("broker %s listening on %s:%d (store %s)", engine.broker_id, host, port, store.engine.url)
 
@@ -104,7 +113,19 @@ async def serve(config: FederationConfig, db_url: str, listen: str) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping")
+    health_task.cancel()
     await health_servicer.enter_graceful_shutdown()
     await engine.stop()  # ends the agent streams, so the grace period is not waited out
     await server.stop(grace=2)
     store.close()
+
+
+def observers(
+    engine: Engine, role: BrokerRole, monitor: HealthMonitor, metrics_enabled: bool
+) -> CycleObserver:
+    """State-change logs always; metrics only when a MeterProvider is installed (else they cost nothing)."""
+    if not metrics_enabled:
+        return StateChangeLog()
+    meter = metrics.get_meter("fedbroker.broker")
+    broker_metrics = BrokerMetrics.for_engine(meter, engine, role, lambda: monitor.db_reachable)
+    return Observers(StateChangeLog(), broker_metrics)

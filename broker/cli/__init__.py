@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from pathlib import Path
 
@@ -13,6 +12,8 @@ from broker.cli.demo import demo
 from broker.cli.simulate import simulate
 from broker.cli.workloads import cancel, explain, get, list_, pause, resume, sites, submit, usage, watch
 from broker.config import load_federation
+from broker.observability.cli_options import log_format_option, metrics_listen_option, setup_telemetry
+from broker.observability.logs import setup_logging
 from broker.validation import InvalidInput
 
 
@@ -27,25 +28,35 @@ def cli() -> None:
 @click.option("--db", "db_url", default=None, help="Database URL (default: SQLite under $XDG_DATA_HOME).")
 @click.option("--listen", default="127.0.0.1:50051", show_default=True)
 @click.option("--log-level", default="INFO", show_default=True)
-def serve(config_path: Path, db_url: str | None, listen: str, log_level: str) -> None:
+@log_format_option
+@metrics_listen_option
+def serve(
+    config_path: Path,
+    db_url: str | None,
+    listen: str,
+    log_level: str,
+    log_format: str,
+    metrics_listen: str | None,
+) -> None:
     """Run the broker."""
     from broker.server import ServeError
     from broker.server import serve as run_server
     from broker.store import default_db_url
-    from broker.telemetry import setup_tracing
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(log_level, log_format)
     try:
         config = load_federation(config_path)
     except InvalidInput as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(2)
-    setup_tracing("fedbroker-broker")
+    telemetry = setup_telemetry("fedbroker-broker", metrics_listen)
     try:
-        asyncio.run(run_server(config, db_url or default_db_url(), listen))
+        asyncio.run(run_server(config, db_url or default_db_url(), listen, metrics_enabled=telemetry.enabled))
     except ServeError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(1)
+    finally:
+        telemetry.shutdown()
 
 
 @cli.group()

@@ -35,6 +35,7 @@ from broker.config import FederationConfig
 from broker.engine import commands as c
 from broker.engine.clock import AttentiveClock
 from broker.engine.links import AgentSession, SiteLink
+from broker.engine.observer import CycleObserver, NoObserver
 from broker.engine.records import Event, WorkloadRecord
 from broker.engine.recovery import rebuild
 from broker.engine.state import BrokerState
@@ -90,6 +91,7 @@ class Engine:
         self._tasks: list[asyncio.Task[None]] = []
         self._state: BrokerState | None = None
         self.cycles = 0
+        self.observer: CycleObserver = NoObserver()  # metrics and logs of each committed cycle
 
     @property
     def state(self) -> BrokerState:
@@ -218,6 +220,7 @@ class Engine:
     async def cycle(self, batch: list[tuple[c.Command, asyncio.Future[Any] | None]]) -> None:
         """One scheduling cycle over `batch` (step 1, drain, is the caller's)."""
         self.cycles += 1
+        started = time.perf_counter()
         tracer = telemetry.tracer()
         root = trace.set_span_in_context(
             trace.INVALID_SPAN
@@ -244,6 +247,7 @@ class Engine:
                     batch, Unavailable("the broker hit an internal error and recovered; retry")
                 )
                 return
+        decided = time.perf_counter()
         # 3. persist
         rows = tx.rows()
         if rows:
@@ -258,6 +262,7 @@ class Engine:
                         batch, Unavailable(f"the broker could not store this now: {_short(error)}")
                     )
                     return
+        persist_s = time.perf_counter() - decided if rows else 0.0
         # 4. apply
         state.forget(tx.ended)
         # 5. publish
@@ -270,6 +275,7 @@ class Engine:
             for future, value in tx.replies:
                 if not future.done():
                     future.set_result(value)
+        self.observer.cycle_done(tx, decided - started, persist_s)
 
     @staticmethod
     def _decide(state: BrokerState, tx: Tx, command: c.Command) -> Any:
@@ -344,6 +350,8 @@ class Engine:
                 await asyncio.sleep(delay)
                 delay = min(5.0, delay * 2)
                 continue
+            if self._state is not None:
+                state.core.metrics = self._state.core.metrics  # the counters outlive a rebuild
             self._state = state
             return
 

@@ -104,6 +104,20 @@ class SiteCapacity:
         """GPUs reserved on the nodes of the latest report."""
         return sum(n for name, n in self.reserved.items() if name in self.nodes)
 
+    def usage_by_model(self) -> dict[str, tuple[int, int, int, int]]:
+        """GPU model -> (allocatable, allocated, reserved, free) over the latest report's nodes
+        (for metrics: O(nodes), read at scrape time, never on the placement path)."""
+        out = {}
+        for model, idx in self.models.items():
+            total = allocated = reserved = free = 0
+            for slot in idx.nodes:
+                total += slot.allocatable
+                allocated += slot.allocated
+                reserved += self.reserved.get(slot.name, 0)
+                free += slot.free
+            out[model] = (total, allocated, reserved, free)
+        return out
+
     # --- reservations ---
     def add_gpus(self, node: str, delta: int) -> None:
         """Reserve (delta > 0) or release (delta < 0) GPUs on a node and re-bucket it."""

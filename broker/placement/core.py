@@ -182,6 +182,11 @@ class PlacementCore:
         cap = self._site(site).capacity
         return SiteUsage(cap.gpus_total, cap.gpus_allocated, cap.reserved_on_nodes(), cap.gpus_free)
 
+    def site_usage_by_model(self, site: str) -> dict[str, SiteUsage]:
+        """`site_usage` per GPU model (the broker's metrics)."""
+        by_model = self._site(site).capacity.usage_by_model()
+        return {model: SiteUsage(*counts) for model, counts in by_model.items()}
+
     # ------------------------------------------------------------------ workloads
     def evaluate(self, request: Request) -> Decision:
         """Dry run: the decision ``submit`` would make now; changes nothing."""
@@ -287,6 +292,14 @@ class PlacementCore:
 
     def budget_left(self, tenant: str) -> float:
         return self._ledger.budget_left(tenant)
+
+    def budget_reserved(self, tenant: str) -> float:
+        """HK$ of the tenant's budget held by its placed subsidised workloads."""
+        return self._ledger.budget_reserved.get(tenant, 0.0)
+
+    def budget_remaining(self, tenant: str) -> float:
+        """HK$ the tenant's program has not paid out yet (reservations included)."""
+        return self._ledger.policy(tenant).budget_hkd
 
     def finish(self, workload_id: str) -> None:
         """The workload ended (succeeded or failed): release like cancel."""
