@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from broker.validation import InvalidInput, describe, read_yaml
+from broker.validation import InvalidInput, check_mapping, describe, read_yaml
 
 Backend = Literal["kubernetes", "ray"]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -16,7 +16,8 @@ Name = Annotated[str, Field(min_length=1, pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict types: `rate: "0.7"` or `quota_gpus: true` is reported, never read as 0.7 or 1.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Weights(_Strict):
@@ -133,11 +134,12 @@ def _unique(problems: list[str], field: str, names: list[str]) -> None:
 
 
 def parse_federation(data: object, source: str = "federation config") -> FederationConfig:
+    check_mapping(data, source, "a federation (sites, tenants, ...)")
     try:
         return FederationConfig.model_validate(data)
     except ValidationError as error:
         problems: list[str] = []
-        for line in describe(error):
+        for line in describe(error, FederationConfig):
             # Cross-reference problems arrive as one multi-line value error at the root.
             head, _, rest = line.partition(": ")
             problems.extend(rest.split("\n") if head == "(root)" else [line])

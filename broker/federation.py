@@ -5,6 +5,7 @@ from __future__ import annotations
 from broker import placement
 from broker.config import FederationConfig
 from broker.spec import WorkloadSpec
+from broker.validation import did_you_mean
 
 
 def placement_federation(
@@ -61,15 +62,23 @@ def placement_request(workload_id: str, tenant: str, spec: WorkloadSpec, seq: in
 
 
 def check_references(config: FederationConfig, spec: WorkloadSpec) -> list[str]:
-    """Names in the spec that the federation does not know, as 'field: problem' lines."""
-    sites = {s.name for s in config.sites}
-    datasets = {d.name for d in config.datasets}
+    """Names in the spec that the federation does not know, as 'field: problem' lines
+    with the closest known name (a typo is the likely cause)."""
+    sites = [s.name for s in config.sites]
+    datasets = [d.name for d in config.datasets]
+    models = sorted({m for s in config.sites for m in s.gpu_prices_hkd_per_hour})
     problems = [
-        f"datasets[{i}]: unknown dataset {name!r}"
+        f"datasets[{i}]: unknown dataset {name!r}{did_you_mean(name, datasets)}"
         for i, name in enumerate(spec.datasets)
         if name not in datasets
     ]
     problems += [
-        f"sites[{i}]: unknown site {name!r}" for i, name in enumerate(spec.sites) if name not in sites
+        f"sites[{i}]: unknown site {name!r}{did_you_mean(name, sites)}"
+        for i, name in enumerate(spec.sites)
+        if name not in sites
     ]
+    model = spec.resources.gpu_model
+    hint = did_you_mean(model, models) if model not in models else ""
+    if hint:  # a typo; a real model nobody offers is refused with each site's reason instead
+        problems.append(f"resources.gpu_model: no site offers {model!r}{hint}")
     return problems

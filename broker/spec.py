@@ -10,7 +10,7 @@ from fedbroker.v1 import types_pb2
 from google.protobuf import json_format
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from broker.validation import InvalidInput, describe, read_yaml
+from broker.validation import InvalidInput, check_mapping, describe, read_yaml
 
 # Kubernetes object names: a Job is named after the workload, so keep that shape.
 WorkloadName = Annotated[str, Field(min_length=1, max_length=48, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")]
@@ -24,7 +24,8 @@ MAX_RUNTIME_ENV_DEPTH = 16
 
 class _Strict(BaseModel):
     # No NaN or infinity anywhere: such a number cannot be scheduled, priced or stored as JSON.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # Strict types: `gpus_per_replica: true` or `"8"` is a mistake to report, not a 1 or an 8.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class RaySection(_Strict):
@@ -94,11 +95,15 @@ def _check_json(value: Any, depth: int) -> None:
             _check_json(item, depth + 1)
 
 
+WORKLOAD_WHAT = "a workload (name, backend, resources, ...)"
+
+
 def parse_spec(data: object, source: str = "workload") -> WorkloadSpec:
+    check_mapping(data, source, WORKLOAD_WHAT)
     try:
         return WorkloadSpec.model_validate(data)
     except ValidationError as error:
-        problems = [line.removeprefix("(root): ") for line in describe(error)]
+        problems = [line.removeprefix("(root): ") for line in describe(error, WorkloadSpec)]
         raise InvalidInput(source, problems) from None
 
 

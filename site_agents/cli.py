@@ -38,18 +38,24 @@ from site_agents.errors import AgentRefused, BackendUnavailable
     help=f"This site's agent token (or ${TOKEN_ENV}, or token_file in the config).",
 )
 @click.option(
+    "--broker",
+    envvar="FEDBROKER_BROKER",
+    default=None,
+    help="The broker's host:port, replacing the config's `broker` (or $FEDBROKER_BROKER).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
     show_default=True,
 )
-def agent_command(config_path: Path, token: str | None, log_level: str) -> None:
+def agent_command(config_path: Path, token: str | None, broker: str | None, log_level: str) -> None:
     """Run this site's agent: report inventory to the broker and run what it assigns."""
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     try:
-        config = load_agent_config(config_path)
+        config = load_agent_config(config_path, broker)
         secret = resolve_token(config, token)
         backend = make_backend(config.backend)
     except (InvalidInput, BackendUnavailable) as error:

@@ -132,20 +132,27 @@ class AgentConfig(_Strict):
 def parse_agent_config(data: object, source: str = "agent config") -> AgentConfig:
     if data is None:
         raise InvalidInput(source, ["(root): is empty; expected the agent settings (site, broker, backend)"])
+    if not isinstance(data, dict):
+        raise InvalidInput(
+            source, ["(root): expected the agent settings (site, broker, backend) as 'key: value' lines"]
+        )
     try:
         return AgentConfig.model_validate(data)
     except ValidationError as error:
-        raise InvalidInput(source, describe(_untagged(error))) from None
+        raise InvalidInput(source, describe(_untagged(error), AgentConfig)) from None
 
 
-def load_agent_config(path: str | Path) -> AgentConfig:
+def load_agent_config(path: str | Path, broker: str | None = None) -> AgentConfig:
     """Read and validate an agent config; InvalidInput names the file and each bad field.
 
     A relative `token_file` is resolved against the config file's folder, so the
-    agent finds it whatever its working directory.
+    agent finds it whatever its working directory. `broker` (the --broker flag or
+    $FEDBROKER_BROKER) replaces the file's broker address, checked the same way.
     """
     path = Path(path)
     data = read_yaml(path)
+    if broker and isinstance(data, dict):
+        data = {**data, "broker": broker}
     config = parse_agent_config(data, str(path))
     if config.token_file is not None:
         token_file = Path(config.token_file).expanduser()

@@ -51,7 +51,10 @@ def test_defaults() -> None:
         ({"estimated_hours": 0}, "estimated_hours: must be > 0"),
         ({"ray": None}, "ray: is required for backend ray"),
         ({"kubernetes": {"image": "x"}}, "kubernetes: not allowed for backend ray"),
-        ({"name": "Bad_Name"}, "name: string should match pattern '^[a-z0-9]([a-z0-9-]*[a-z0-9])?$'"),
+        (
+            {"name": "Bad_Name"},
+            "name: must be lowercase letters, digits and '-', starting and ending with a letter or digit",
+        ),
         ({"gpus": 8}, "gpus: is not a known field"),
         ({"priority": 99_999_999_999}, "priority: must be <= 1000000"),
     ],
