@@ -68,10 +68,21 @@ class OperatorConfig(_Strict):
     token_sha256: Sha256Hex
 
 
+class InfraRetry(_Strict):
+    """Requeues after the infrastructure's failures: they use no attempt (broker/engine/infra.py)."""
+
+    backoff_s: PositiveFloat = 5.0  # before the first such requeue is placed; doubles with each
+    backoff_max_s: PositiveFloat = 300.0
+    limit: Annotated[int, Field(ge=0)] = 10  # then the workload ends FAILED: no endless loop
+    # image_pull and launch_error are free this many times per workload, then use attempts
+    doubt_free: Annotated[int, Field(ge=0)] = 2
+
+
 class FederationConfig(_Strict):
     weights: Weights = Weights()
     heartbeat_ttl_s: PositiveFloat = 15.0
     requeue_grace_s: Annotated[float, Field(ge=0)] = 60.0
+    infra_retry: InfraRetry = InfraRetry()
     subsidy_programs: list[SubsidyProgram] = []
     sites: Annotated[list[SiteConfig], Field(min_length=1)]
     links: list[Link] = []

@@ -17,6 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from broker import lifecycle
 from broker.engine.commands import AttemptReport, Inventory
 from broker.engine.engine import SiteStatus
+from broker.engine.infra import REASON_MAX_CHARS
 from broker.engine.records import Assign, CancelAttempt, Event, ToAgent, Welcome, WorkloadRecord
 from broker.placement import Node
 from broker.spec import spec_to_proto
@@ -40,7 +41,7 @@ def timestamp(seconds: float) -> Timestamp:
 
 def workload(record: WorkloadRecord, spec: types_pb2.WorkloadSpec | None = None) -> types_pb2.Workload:
     """`spec`: the wire form when the caller has it (Submit), saving a conversion."""
-    return types_pb2.Workload(
+    message = types_pb2.Workload(
         id=record.id,
         name=record.name,
         tenant=record.tenant,
@@ -52,7 +53,12 @@ def workload(record: WorkloadRecord, spec: types_pb2.WorkloadSpec | None = None)
         spec=spec if spec is not None else spec_to_proto(record.spec),
         created_at=timestamp(record.created_at),
         updated_at=timestamp(record.updated_at),
+        reason=record.reason,
+        infra_requeues=record.infra_requeues,
     )
+    if record.retry_at is not None:
+        message.retry_at.CopyFrom(timestamp(record.retry_at))
+    return message
 
 
 def event(row: Event) -> workload_service_pb2.WorkloadEvent:
@@ -64,6 +70,7 @@ def event(row: Event) -> workload_service_pb2.WorkloadEvent:
         attempt=row.attempt,
         message=row.message,
         at=timestamp(row.at),
+        reason=row.reason,
     )
 
 
@@ -192,4 +199,6 @@ def _attempt(
     if state not in _AGENT_STATES:
         raise BadReport(f"{where}.state: an agent cannot report state {item.state}")
     exit_code = item.exit_code if item.HasField("exit_code") else None
-    return AttemptReport(item.workload_id, item.attempt, state, item.message, exit_code)
+    # An unknown reason is kept (bounded) and judged the workload's own: a newer agent's words still show.
+    reason = item.reason[:REASON_MAX_CHARS]
+    return AttemptReport(item.workload_id, item.attempt, state, item.message, exit_code, reason)

@@ -23,6 +23,7 @@ class AttemptReport:
     state: str  # one of broker.lifecycle.STATES
     message: str = ""
     exit_code: int | None = None
+    reason: str = ""  # why it ended, as the site says (broker/engine/infra.py); empty while it runs
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,10 @@ class WorkloadRecord:
     created_at: float
     updated_at: float
     started_at: float | None
+    reason: str = ""  # why the last attempt ended, as its site said (broker/engine/infra.py)
+    infra_requeues: int = 0  # requeues that used no attempt (the infrastructure's failures)
+    doubt_requeues: int = 0  # of those, for image_pull or launch_error
+    retry_at: float | None = None  # wall clock: not placed again before this (a free requeue's backoff)
 
 
 @dataclass(slots=True)
@@ -57,6 +61,10 @@ class LiveWorkload:
     message: str = ""
     started_at: float | None = None  # wall clock: when the current attempt was reported RUNNING
     spec_wire: bytes | None = None  # the spec's wire form when known (None after a restart)
+    reason: str = ""
+    infra_requeues: int = 0
+    doubt_requeues: int = 0
+    retry_at: float | None = None
 
     @classmethod
     def restored(cls, record: WorkloadRecord, request: Request, max_attempts: int) -> LiveWorkload:
@@ -83,6 +91,10 @@ class LiveWorkload:
             created_at=self.created_at,
             updated_at=self.updated_at,
             started_at=self.started_at,
+            reason=self.reason,
+            infra_requeues=self.infra_requeues,
+            doubt_requeues=self.doubt_requeues,
+            retry_at=self.retry_at,
         )
 
 
@@ -95,6 +107,7 @@ class Event:
     attempt: int
     message: str
     at: float
+    reason: str = ""  # why the attempt ended, on the event that ends one
 
 
 # ---------------------------------------------------------------------------- to agents

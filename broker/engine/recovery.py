@@ -94,6 +94,8 @@ def _restore(state: BrokerState, row: Any) -> None:
         if row.site not in state.links:
             raise ValueError(f"site {row.site!r} is not configured")
         state.core.restore(request, row.site, row.nodes)
+    elif row.retry_at is not None:
+        state.backing_off[row.id] = workload  # it waits out its backoff, as before the restart
     else:
         state.core.submit(request, refuse=False)
     state.live[row.id] = workload
@@ -115,6 +117,10 @@ def _quarantine(state: BrokerState, tx: Tx, row: Any, error: Exception) -> None:
             "message": reason,
             "updated_at": now,
             "started_at": None,
+            "reason": row.reason,
+            "infra_requeues": row.infra_requeues,
+            "doubt_requeues": row.doubt_requeues,
+            "retry_at": None,
         }
     )
     tx.events.append(Event(state.next_event, row.id, FAILED, row.site, row.attempt, reason, now))

@@ -12,6 +12,8 @@ The lifecycle rules, in one place:
   agent acks it or lists it in a report), *running* (reported RUNNING: charged from then),
   and *ends* SUCCEEDED, FAILED or CANCELLED;
 - a failed or lost attempt goes back to the queue while attempts remain, else FAILED;
+  one the site says failed for the infrastructure's reasons uses no attempt and waits out
+  a backoff first, up to a limit (the rules of whose fault it was: `engine/infra.py`);
 - what an agent says of an attempt that is not the workload's current one there is
   fenced: if it still runs, the agent is told to cancel it;
 - a site silent for the heartbeat TTL is unhealthy; its untaken assignments are requeued at
@@ -30,6 +32,7 @@ from opentelemetry import trace
 from broker import ledger, lifecycle, placement, telemetry
 from broker.config import FederationConfig
 from broker.engine import commands as c
+from broker.engine import infra
 from broker.engine.clock import AttentiveClock
 from broker.engine.links import AgentSession, SiteLink
 from broker.engine.records import Assign, CancelAttempt, Event, LiveWorkload, Welcome, WorkloadRecord
@@ -65,6 +68,8 @@ class BrokerState:
         self.wall = wall
         self.clock = clock
         self.live: dict[str, LiveWorkload] = {}
+        # Queued after an infrastructure failure, out of the core until `retry_at` (see infra.py).
+        self.backing_off: dict[str, LiveWorkload] = {}
         self.next_seq = next_seq
         self.next_event = next_event
 
@@ -130,6 +135,7 @@ class BrokerState:
         reason = f"cancelled by {cmd.by}"
         self._settle(tx, workload)
         self.core.cancel(workload.id)
+        self.backing_off.pop(workload.id, None)
         self._transition(tx, workload, CANCELLED, reason)
         if was_at is not None:
             tx.send(was_at, CancelAttempt(workload.id, workload.attempt, reason))
@@ -263,6 +269,7 @@ class BrokerState:
                 elif grace_over:
                     gone_for = now - link.unhealthy_since
                     self._retry_or_fail(tx, workload, f"site {link.name} unavailable for {gone_for:.0f}s")
+        self._release_due(tx)
 
     def schedule(self, tx: Tx) -> int:
         """One queue pass: place what now fits (the core skips a pass when nothing changed)."""
@@ -296,32 +303,96 @@ class BrokerState:
         if state == workload.state or state == PLACED:
             return workload, False
         message = item.message or state.lower()
+        if state in TERMINAL:
+            workload.reason = item.reason
         if state == RUNNING:
             workload.started_at = self.wall()
             self._transition(tx, workload, RUNNING, message)
         elif state == SUCCEEDED:
             self._settle(tx, workload)
             self.core.finish(workload.id)
-            self._transition(tx, workload, SUCCEEDED, message)
+            self._transition(tx, workload, SUCCEEDED, message, item.reason)
         elif state == FAILED:
-            self._retry_or_fail(tx, workload, f"attempt {workload.attempt} failed: {message}")
+            self._attempt_failed(tx, workload, item.reason, message)
         elif state == CANCELLED:
             self._settle(tx, workload)
             self.core.finish(workload.id)
-            self._transition(tx, workload, CANCELLED, f"cancelled at the site: {message}")
+            self._transition(tx, workload, CANCELLED, f"cancelled at the site: {message}", item.reason)
         return workload, False
 
-    def _retry_or_fail(self, tx: Tx, workload: LiveWorkload, reason: str) -> None:
+    def _attempt_failed(self, tx: Tx, workload: LiveWorkload, reason: str, message: str) -> None:
+        """The site says the current attempt failed; its reason says whether that used an attempt."""
+        why = f" ({reason})" if reason and reason != "exit" else ""
+        failed = f"attempt {workload.attempt} failed{why}: {message}"
+        policy = self.config.infra_retry
+        verdict = infra.judge(reason, workload.infra_requeues, workload.doubt_requeues, policy)
+        if verdict.counted:
+            self._retry_or_fail(tx, workload, failed, reason)
+        elif verdict.gave_up:
+            self._settle(tx, workload)
+            self.core.finish(workload.id)
+            gave_up = f"gave up after {workload.infra_requeues} requeues for the infrastructure's failures"
+            self._transition(tx, workload, FAILED, f"{failed}; {gave_up}", reason)
+            log.info("%s: %s", workload.id, workload.message)
+        else:
+            self._requeue_later(tx, workload, verdict, f"{failed} at {workload.site}", reason)
+
+    def _requeue_later(
+        self, tx: Tx, workload: LiveWorkload, verdict: infra.Verdict, failed: str, reason: str
+    ) -> None:
+        """A free requeue: the workload leaves the core (holding nothing) until its backoff is over."""
         self._settle(tx, workload)
-        if workload.attempt < workload.max_attempts:
+        self.core.cancel(workload.id)
+        workload.site, workload.nodes, workload.acked = None, (), False
+        workload.infra_requeues += 1
+        workload.doubt_requeues += int(verdict.doubtful)
+        workload.retry_at = self.wall() + verdict.delay_s
+        self.backing_off[workload.id] = workload
+        free = f"{workload.infra_requeues} of {self.config.infra_retry.limit}"
+        message = (
+            f"{failed}; the infrastructure's failure, no attempt used ({free} such requeues); "
+            f"placed again after {verdict.delay_s:g}s"
+        )
+        self._transition(tx, workload, QUEUED, message, reason)
+        # What `explain` answers while it waits: the core does not hold it, so no live explanation.
+        summary = f"backing off {verdict.delay_s:g}s before attempt {workload.attempt + 1}: {failed}"
+        self._record_decision(
+            tx, workload, {"workload": workload.id, "chosen": None, "candidates": [], "summary": summary}
+        )
+        log.info("%s: %s", workload.id, message)
+
+    def _release_due(self, tx: Tx) -> None:
+        """Workloads whose backoff is over go back to the core: placed now if they fit, else queued."""
+        if not self.backing_off:
+            return
+        now = self.wall()
+        due = [w for w in self.backing_off.values() if w.retry_at is None or w.retry_at <= now]
+        for workload in sorted(due, key=lambda w: w.seq):
+            del self.backing_off[workload.id]
+            workload.retry_at = None
+            tx.touch(workload)
+            decision = self.core.submit(workload.request, refuse=False)
+            self._record_decision(tx, workload, decision.explanation.to_dict())
+            if isinstance(decision, placement.Placed):
+                self._place(tx, workload, decision)
+
+    def _retry_or_fail(self, tx: Tx, workload: LiveWorkload, what: str, reason: str = "") -> None:
+        """An attempt that used one of max_attempts ended: the next one, or FAILED."""
+        self._settle(tx, workload)
+        used = workload.attempt - workload.infra_requeues  # free requeues' attempts do not count
+        if used < workload.max_attempts:
             # No Cancel is sent here: if the old attempt surfaces in a later report,
             # the attempt numbers no longer match and it is cancelled then.
             self.core.requeue(workload.id)
             workload.site, workload.nodes, workload.acked = None, (), False
-            self._transition(tx, workload, QUEUED, f"{reason}; queued for attempt {workload.attempt + 1}")
+            self._transition(
+                tx, workload, QUEUED, f"{what}; queued for attempt {workload.attempt + 1}", reason
+            )
         else:
             self.core.finish(workload.id)
-            self._transition(tx, workload, FAILED, f"{reason}; no attempts left ({workload.max_attempts})")
+            self._transition(
+                tx, workload, FAILED, f"{what}; no attempts left ({workload.max_attempts})", reason
+            )
         log.info("%s: %s", workload.id, workload.message)
 
     def _settle(self, tx: Tx, workload: LiveWorkload) -> None:
@@ -353,7 +424,7 @@ class BrokerState:
             (w for w in self.live.values() if w.site == site and w.state in ACTIVE), key=lambda w: w.seq
         )
 
-    def _transition(self, tx: Tx, workload: LiveWorkload, state: str, message: str) -> None:
+    def _transition(self, tx: Tx, workload: LiveWorkload, state: str, message: str, reason: str = "") -> None:
         if workload.state != state and not lifecycle.can_follow(workload.state, state):
             log.debug("ignored %s -> %s for %s", workload.state, state, workload.id)
             return
@@ -370,6 +441,7 @@ class BrokerState:
                 attempt=workload.attempt,
                 message=message,
                 at=workload.updated_at,
+                reason=reason,
             )
         )
         self.next_event += 1
@@ -384,7 +456,7 @@ class BrokerState:
         workload.acked = False
         with telemetry.tracer().start_as_current_span(
             "fedbroker.place",
-            context=telemetry.extract({"traceparent": workload.traceparent}),
+            context=telemetry.parent(workload.traceparent),
             attributes={
                 "fedbroker.workload": workload.id,
                 "fedbroker.attempt": workload.attempt,
@@ -399,7 +471,7 @@ class BrokerState:
     def _assignment(self, workload: LiveWorkload) -> Assign:
         with telemetry.tracer().start_as_current_span(
             "fedbroker.dispatch",
-            context=telemetry.extract({"traceparent": workload.traceparent}),
+            context=telemetry.parent(workload.traceparent),
             attributes={"fedbroker.workload": workload.id, "fedbroker.attempt": workload.attempt},
         ) as span:
             carrier = telemetry.inject(span)
@@ -433,6 +505,7 @@ class BrokerState:
             workload = self.live.get(wid)
             if workload is not None and workload.state in TERMINAL:
                 del self.live[wid]
+                self.backing_off.pop(wid, None)
 
 
 def node_to_json(node: placement.Node) -> dict[str, Any]:

@@ -98,6 +98,10 @@ def update_values(w: LiveWorkload) -> dict[str, Any]:
         "message": w.message,
         "updated_at": w.updated_at,
         "started_at": w.started_at,
+        "reason": w.reason,
+        "infra_requeues": w.infra_requeues,
+        "doubt_requeues": w.doubt_requeues,
+        "retry_at": w.retry_at,
     }
 
 
@@ -120,4 +124,8 @@ def _insert_values(w: LiveWorkload) -> dict[str, Any]:
         "created_at": w.created_at,
         "updated_at": w.updated_at,
         "started_at": w.started_at,
+        "reason": w.reason,
+        "infra_requeues": w.infra_requeues,
+        "doubt_requeues": w.doubt_requeues,
+        "retry_at": w.retry_at,
     }

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -21,6 +21,33 @@ def default_db_url() -> str:
     path = base / "fedbroker" / "broker.db"
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
+
+
+# Columns added to tables after databases already existed: `create_all` makes missing tables only,
+# so a broker opening an older database adds these (with their defaults) itself.
+ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "workloads": [
+        ("reason", "VARCHAR NOT NULL DEFAULT ''"),
+        ("infra_requeues", "INTEGER NOT NULL DEFAULT 0"),
+        ("doubt_requeues", "INTEGER NOT NULL DEFAULT 0"),
+        ("retry_at", "FLOAT"),
+    ],
+    "workload_events": [("reason", "VARCHAR NOT NULL DEFAULT ''")],
+}
+
+
+def add_missing_columns(engine: Engine) -> list[str]:
+    """Add the ADDED_COLUMNS an older database lacks; returns `table.column` for each one added."""
+    inspector = inspect(engine)
+    added = []
+    with engine.begin() as conn:
+        for table, columns in ADDED_COLUMNS.items():
+            have = {c["name"] for c in inspector.get_columns(table)}
+            for name, ddl in columns:
+                if name not in have:
+                    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}"))
+                    added.append(f"{table}.{name}")
+    return added
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -42,6 +69,7 @@ class Store:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _tune_sqlite)
         SQLModel.metadata.create_all(self.engine)
+        add_missing_columns(self.engine)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

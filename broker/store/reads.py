@@ -44,6 +44,10 @@ def record(row: Row[Any]) -> WorkloadRecord:
         created_at=row.created_at,
         updated_at=row.updated_at,
         started_at=row.started_at,
+        reason=row.reason,
+        infra_requeues=row.infra_requeues,
+        doubt_requeues=row.doubt_requeues,
+        retry_at=row.retry_at,
     )
 
 
@@ -68,7 +72,7 @@ def events_after(conn: Connection, workload_id: str, after_seq: int) -> list[Eve
     rows = conn.execute(
         select(E).where(E.c.workload_id == workload_id).where(E.c.seq > after_seq).order_by(E.c.seq)
     )
-    return [Event(r.seq, r.workload_id, r.state, r.site, r.attempt, r.message, r.at) for r in rows]
+    return [Event(r.seq, r.workload_id, r.state, r.site, r.attempt, r.message, r.at, r.reason) for r in rows]
 
 
 def latest_decision(conn: Connection, workload_id: str) -> dict[str, Any] | None:

@@ -29,6 +29,12 @@ class WorkloadRow(SQLModel, table=True):
     created_at: float
     updated_at: float
     started_at: float | None = None  # when the current attempt was reported RUNNING
+    # Why the last attempt ended and the requeues that used no attempt (broker/engine/infra.py);
+    # retry_at: a free requeue is not placed before it, also after a restart.
+    reason: str = ""
+    infra_requeues: int = 0
+    doubt_requeues: int = 0
+    retry_at: float | None = None
 
 
 class WorkloadEventRow(SQLModel, table=True):
@@ -42,6 +48,7 @@ class WorkloadEventRow(SQLModel, table=True):
     attempt: int = 0
     message: str = ""
     at: float
+    reason: str = ""  # why the attempt ended, on the event that ends one
 
 
 class DecisionRow(SQLModel, table=True):

@@ -41,6 +41,10 @@ _UPDATE_WORKLOAD = (
         message=bindparam("message"),
         updated_at=bindparam("updated_at"),
         started_at=bindparam("started_at"),
+        reason=bindparam("reason"),
+        infra_requeues=bindparam("infra_requeues"),
+        doubt_requeues=bindparam("doubt_requeues"),
+        retry_at=bindparam("retry_at"),
     )
 )
 

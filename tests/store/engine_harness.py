@@ -141,11 +141,18 @@ class Harness:
         await self.settle()
 
     async def update(
-        self, workload_id: str, attempt: int, state: str, site: str = "cyberport", message: str = ""
+        self,
+        workload_id: str,
+        attempt: int,
+        state: str,
+        site: str = "cyberport",
+        message: str = "",
+        reason: str = "",
     ) -> None:
         session = self.sessions[site]
         self.engine.heard(session)
-        self.engine.post(c.Update(session, c.AttemptReport(workload_id, attempt, state, message)))
+        report = c.AttemptReport(workload_id, attempt, state, message, reason=reason)
+        self.engine.post(c.Update(session, report))
         await self.settle()
 
     async def ack(self, workload_id: str, attempt: int, site: str = "cyberport") -> None:
