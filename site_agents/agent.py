@@ -86,6 +86,15 @@ class Agent:
         """End run() cleanly: close the stream, return. Workloads keep running in their backend."""
         self._stopping.set()
 
+    @property
+    def connected(self) -> bool:
+        """Whether a stream to the broker is open and welcomed (read by the agent's metrics)."""
+        return self._outbox is not None
+
+    def attempts(self) -> list[AttemptStatus]:
+        """Every attempt the agent knows now (read by the agent's metrics)."""
+        return self._attempts.statuses()
+
     async def run(self) -> None:
         """Serve the broker until stop(); raises AgentRefused when the broker refuses the credential."""
         follower = asyncio.create_task(self._follow_backend(), name="agent backend changes")

@@ -57,6 +57,10 @@ class AttemptTable:
             entry.ended_at = self._clock()
         return True
 
+    def statuses(self) -> list[AttemptStatus]:
+        """Every attempt known now, in no order; forgets nothing (unlike `snapshot`)."""
+        return [entry.status for entry in self._entries.values()]
+
     def snapshot(self) -> list[AttemptStatus]:
         """Every attempt still worth reporting, oldest key first; forgets those past retention."""
         now = self._clock()

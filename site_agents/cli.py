@@ -8,19 +8,21 @@ here (a missing extra such as `fedbroker[ray]`, an unreadable kubeconfig).
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from pathlib import Path
 
 import click
+from opentelemetry import metrics
 
-from broker import telemetry
+from broker.observability.cli_options import log_format_option, metrics_listen_option, setup_telemetry
+from broker.observability.logs import setup_logging
 from broker.validation import InvalidInput
 from site_agents.agent import Agent, run_until_signalled
 from site_agents.backends import make_backend
 from site_agents.backends.base import Backend
 from site_agents.config import TOKEN_ENV, load_agent_config, resolve_token
 from site_agents.errors import AgentRefused, BackendUnavailable
+from site_agents.metrics import AgentMetrics, MeteredBackend
 
 
 @click.command("agent")
@@ -49,11 +51,18 @@ from site_agents.errors import AgentRefused, BackendUnavailable
     default="INFO",
     show_default=True,
 )
-def agent_command(config_path: Path, token: str | None, broker: str | None, log_level: str) -> None:
+@log_format_option
+@metrics_listen_option
+def agent_command(
+    config_path: Path,
+    token: str | None,
+    broker: str | None,
+    log_level: str,
+    log_format: str,
+    metrics_listen: str | None,
+) -> None:
     """Run this site's agent: report inventory to the broker and run what it assigns."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    setup_logging(log_level, log_format)
     try:
         config = load_agent_config(config_path, broker)
         secret = resolve_token(config, token)
@@ -61,15 +70,21 @@ def agent_command(config_path: Path, token: str | None, broker: str | None, log_
     except (InvalidInput, BackendUnavailable) as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(2)
-    telemetry.setup_tracing("fedbroker-agent")
+    telemetry = setup_telemetry("fedbroker-agent", metrics_listen)
+    if telemetry.enabled:
+        backend = MeteredBackend(backend, metrics.get_meter("fedbroker.agent"), config.site)
     try:
         asyncio.run(_serve(Agent(config, secret, backend), backend))
     except AgentRefused as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(1)
+    finally:
+        telemetry.shutdown()
 
 
 async def _serve(agent: Agent, backend: Backend) -> None:
+    if isinstance(backend, MeteredBackend):
+        AgentMetrics(metrics.get_meter("fedbroker.agent"), agent, backend)  # its callbacks keep it alive
     try:
         await run_until_signalled(agent)
     finally:
