@@ -380,7 +380,9 @@ def measure_row(db: str, sites: int, nodes: int, args: argparse.Namespace, pg: s
     }
 
 
-def race_fedbroker(db: str, sites: int, jobs: int, pg: str | None) -> tuple[float, float]:
+def race_fedbroker(
+    db: str, sites: int, jobs: int, pg: str | None, profile: str | None = None
+) -> tuple[float, float]:
     """Seconds from Resume until all `jobs` one-node 8-GPU jobs are RUNNING; broker CPU ms per job."""
     with federation(db, sites, jobs, pg) as fed:
         with fed.client() as operator:
@@ -390,6 +392,9 @@ def race_fedbroker(db: str, sites: int, jobs: int, pg: str | None) -> tuple[floa
         engine = sqlalchemy.create_engine(url)
         count = sqlalchemy.text("SELECT count(*) FROM workloads WHERE state = 'RUNNING'")
         pid = fed.broker_pid()
+        profiler = _start_profile(pid, profile, f"race-{db}-{jobs}") if profile else None
+        if profiler is not None:
+            time.sleep(1.0)  # py-spy attaches before the clock starts
         cpu0 = _proc_cpu_s(pid)
         with engine.connect() as conn, fed.client() as operator:
             t0 = time.perf_counter()
@@ -402,6 +407,9 @@ def race_fedbroker(db: str, sites: int, jobs: int, pg: str | None) -> tuple[floa
             elapsed = time.perf_counter() - t0
         cpu = _proc_cpu_s(pid) - cpu0
         engine.dispose()
+        if profiler is not None:
+            profiler.send_signal(2)
+            profiler.wait(60)
     return elapsed, 1000 * cpu / jobs
 
 
@@ -455,6 +463,7 @@ def _start_profile(pid: int, folder: str, name: str) -> subprocess.Popen[bytes]:
             str(out),
             "-r",
             "200",
+            *os.environ.get("PYSPY_FLAGS", "").split(),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -528,7 +537,7 @@ def main(argv: list[str] | None = None) -> None:
             keys = RACE_KEYS
             for db in dbs:
                 for jobs in (int(j) for j in args.race_jobs.split(",")):
-                    seconds, cpu_ms = race_fedbroker(db, 2, jobs, pg)
+                    seconds, cpu_ms = race_fedbroker(db, 2, jobs, pg, args.profile)
                     row: dict[str, Any] = {
                         "db": db,
                         "sites": 2,
@@ -544,6 +553,10 @@ def main(argv: list[str] | None = None) -> None:
                         row["ratio"] = round(row["slurm_s"] / seconds, 1)
                     rows.append(row)
                     print(_table([row], keys) if not args.json else "", file=sys.stderr)
+                    if args.profile:
+                        print(
+                            profile_top(Path(args.profile) / f"broker-race-{db}-{jobs}.txt"), file=sys.stderr
+                        )
         else:
             keys = ROW_KEYS
             for db in dbs:

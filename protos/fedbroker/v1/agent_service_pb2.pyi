@@ -9,18 +9,26 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AgentMessage(_message.Message):
-    __slots__ = ("hello", "inventory", "update", "ack", "logs")
+    __slots__ = ("hello", "inventory", "update", "ack", "logs", "batch")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
     UPDATE_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     LOGS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     inventory: InventoryReport
     update: WorkloadUpdate
     ack: Ack
     logs: LogChunk
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., inventory: _Optional[_Union[InventoryReport, _Mapping]] = ..., update: _Optional[_Union[WorkloadUpdate, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., logs: _Optional[_Union[LogChunk, _Mapping]] = ...) -> None: ...
+    batch: AgentBatch
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., inventory: _Optional[_Union[InventoryReport, _Mapping]] = ..., update: _Optional[_Union[WorkloadUpdate, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., logs: _Optional[_Union[LogChunk, _Mapping]] = ..., batch: _Optional[_Union[AgentBatch, _Mapping]] = ...) -> None: ...
+
+class AgentBatch(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[AgentMessage]
+    def __init__(self, messages: _Optional[_Iterable[_Union[AgentMessage, _Mapping]]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("site", "agent_id", "backends", "version")
@@ -89,18 +97,26 @@ class Ack(_message.Message):
     def __init__(self, workload_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class BrokerMessage(_message.Message):
-    __slots__ = ("welcome", "assignment", "cancel", "fetch_logs", "stop_logs")
+    __slots__ = ("welcome", "assignment", "cancel", "fetch_logs", "stop_logs", "batch")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     FETCH_LOGS_FIELD_NUMBER: _ClassVar[int]
     STOP_LOGS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     assignment: Assignment
     cancel: Cancel
     fetch_logs: FetchLogs
     stop_logs: StopLogs
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., fetch_logs: _Optional[_Union[FetchLogs, _Mapping]] = ..., stop_logs: _Optional[_Union[StopLogs, _Mapping]] = ...) -> None: ...
+    batch: BrokerBatch
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., fetch_logs: _Optional[_Union[FetchLogs, _Mapping]] = ..., stop_logs: _Optional[_Union[StopLogs, _Mapping]] = ..., batch: _Optional[_Union[BrokerBatch, _Mapping]] = ...) -> None: ...
+
+class BrokerBatch(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[BrokerMessage]
+    def __init__(self, messages: _Optional[_Iterable[_Union[BrokerMessage, _Mapping]]] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("broker_id", "heartbeat_ttl_s")
