@@ -98,6 +98,21 @@ class Client:
         except grpc.RpcError as error:
             raise ClientError(error.code(), error.details() or "") from None  # type: ignore[attr-defined]
 
+    def logs(
+        self,
+        workload_id: str,
+        attempt: int = 0,
+        tail: int | None = None,
+        follow: bool = False,
+        timeout: float | None = None,
+    ) -> Iterator[workload_service_pb2.LogLines]:
+        """An attempt's log lines (attempt 0: the latest), relayed from its site; `follow`: until it ends."""
+        request = workload_service_pb2.LogsRequest(id=workload_id, attempt=attempt, tail=tail, follow=follow)
+        try:
+            yield from self._workloads.Logs(request, metadata=self._metadata, timeout=timeout)
+        except grpc.RpcError as error:
+            raise ClientError(error.code(), error.details() or "") from None  # type: ignore[attr-defined]
+
     def sites(self) -> builtins.list[site_service_pb2.Site]:
         response = _call(
             self._sites.ListSites, site_service_pb2.ListSitesRequest(), self._metadata, self._timeout

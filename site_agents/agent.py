@@ -41,6 +41,7 @@ from site_agents.backends.base import AttemptKey, AttemptStatus, Backend, Reason
 from site_agents.backoff import Backoff
 from site_agents.config import AgentConfig
 from site_agents.errors import AgentRefused, BackendError
+from site_agents.logs import LogSender
 
 log = logging.getLogger("fedbroker.agent")
 
@@ -81,6 +82,7 @@ class Agent:
         self._outbox: Outbox | None = None  # the open stream's, None while disconnected
         self._stopping = asyncio.Event()
         self._work: dict[AttemptKey, asyncio.Task[None]] = {}  # each attempt's latest launch or cancel
+        self._logs = LogSender(backend)  # answers the broker's FetchLogs, a task per request
 
     def stop(self) -> None:
         """End run() cleanly: close the stream, return. Workloads keep running in their backend."""
@@ -187,6 +189,7 @@ class Agent:
                 )
             finally:
                 self._outbox = None
+                self._logs.stop_all()  # their reader was on this stream
                 if heartbeat is not None:
                     heartbeat.cancel()
                 outbox.put_nowait(None)
@@ -229,6 +232,10 @@ class Agent:
             await self._assign(message.assignment)
         elif kind == "cancel":
             await self._cancel(message.cancel)
+        elif kind == "fetch_logs":
+            self._logs.fetch(message.fetch_logs, self._send)
+        elif kind == "stop_logs":
+            self._logs.stop(message.stop_logs.request_id)
         else:
             log.warning("unexpected %s from the broker; ignored", kind)
 

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import grpc
 from fedbroker.v1 import agent_service_pb2, agent_service_pb2_grpc
 
-from broker.api import convert
+from broker.api import convert, logs
 from broker.api.status import status_for
 from broker.auth import Authenticator
 from broker.engine import commands as c
@@ -93,6 +93,8 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
                         engine.post(c.Update(session, convert.attempt(message.update)))
                     elif kind == "ack":
                         engine.post(c.Ack(session, message.ack.workload_id, message.ack.attempt))
+                    elif kind == "logs":
+                        logs.deliver(session.log_readers, message.logs)  # to its relay, never to the engine
                     else:
                         log.warning("ignored %s from the %s agent", kind, session.site)
                 except convert.BadReport as error:

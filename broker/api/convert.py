@@ -18,7 +18,16 @@ from broker import lifecycle
 from broker.engine.commands import AttemptReport, Inventory
 from broker.engine.engine import SiteStatus
 from broker.engine.infra import REASON_MAX_CHARS
-from broker.engine.records import Assign, CancelAttempt, Event, ToAgent, Welcome, WorkloadRecord
+from broker.engine.records import (
+    Assign,
+    CancelAttempt,
+    Event,
+    FetchLogs,
+    StopLogs,
+    ToAgent,
+    Welcome,
+    WorkloadRecord,
+)
 from broker.placement import Node
 from broker.spec import spec_to_proto
 
@@ -151,6 +160,20 @@ def to_agent(message: ToAgent) -> agent_service_pb2.BrokerMessage:
                 welcome=agent_service_pb2.Welcome(
                     broker_id=message.broker_id, heartbeat_ttl_s=message.heartbeat_ttl_s
                 )
+            )
+        case FetchLogs():
+            return agent_service_pb2.BrokerMessage(
+                fetch_logs=agent_service_pb2.FetchLogs(
+                    request_id=message.request_id,
+                    workload_id=message.workload_id,
+                    attempt=message.attempt,
+                    tail=message.tail,
+                    follow=message.follow,
+                )
+            )
+        case StopLogs():
+            return agent_service_pb2.BrokerMessage(
+                stop_logs=agent_service_pb2.StopLogs(request_id=message.request_id)
             )
     raise TypeError(f"not a message for agents: {message!r}")
 

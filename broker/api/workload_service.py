@@ -13,7 +13,7 @@ import grpc
 from fedbroker.v1 import types_pb2, workload_service_pb2, workload_service_pb2_grpc
 
 from broker import lifecycle
-from broker.api import convert
+from broker.api import convert, logs
 from broker.api.status import status_for, unary
 from broker.auth import Authenticator, Identity
 from broker.engine import commands as c
@@ -120,3 +120,14 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
                 await wakeups.get()
         finally:
             self.engine.hub.unsubscribe(request.id, wakeups)
+
+    async def Logs(
+        self, request: workload_service_pb2.LogsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[workload_service_pb2.LogLines]:
+        """Relayed from the site's agent, outside the engine (broker/api/logs.py)."""
+        try:
+            who = self.auth.identify(context.invocation_metadata())
+            async for lines in logs.relay(self.engine, _reader(who), request):
+                yield lines
+        except BrokerError as error:
+            await context.abort(status_for(error), str(error))

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from broker.cli.demo import demo
+from broker.cli.logs import logs
 from broker.cli.simulate import simulate
 from broker.cli.workloads import cancel, explain, get, list_, pause, resume, sites, submit, usage, watch
 from broker.config import load_federation
@@ -85,6 +86,7 @@ def _add_agent_command() -> None:
 
 for _command in (submit, get, list_, cancel, watch, explain, sites, usage, pause, resume, demo, simulate):
     cli.add_command(_command)
+cli.add_command(logs)
 _add_agent_command()
 
 

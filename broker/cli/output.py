@@ -31,6 +31,9 @@ def workload_json(w: types_pb2.Workload) -> dict[str, Any]:
         "gpus": w.spec.resources.gpus_per_replica * max(w.spec.resources.replicas, 1),
         "created_at": _iso(w.created_at),
         "updated_at": _iso(w.updated_at),
+        "reason": w.reason or None,  # why the last attempt ended
+        "infra_requeues": w.infra_requeues,
+        "retry_at": _iso(w.retry_at),
     }
 
 
@@ -84,6 +87,7 @@ def event_json(e: workload_service_pb2.WorkloadEvent) -> dict[str, Any]:
         "attempt": e.attempt,
         "message": e.message,
         "at": _iso(e.at),
+        "reason": e.reason or None,
     }
 
 

@@ -98,8 +98,9 @@ def watch(client: Client, as_json: bool, workload_id: str, timeout: float | None
             click.echo(output.json.dumps(data))
         else:
             where = f" on {data['site']}" if data["site"] else ""
+            why = f" [{data['reason']}]" if data["reason"] else ""
             click.echo(
-                f"{data['at']}  {data['state']:<9} attempt {data['attempt']}{where}: {data['message']}"
+                f"{data['at']}  {data['state']:<9} attempt {data['attempt']}{where}{why}: {data['message']}"
             )
     sys.exit(0 if last == lifecycle.SUCCEEDED else 1)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from broker.engine.commands import Inventory
 from broker.engine.records import ToAgent
@@ -21,9 +22,14 @@ class AgentSession:
     site: str
     agent_id: str
     outbox: asyncio.Queue[ToAgent | None] = field(default_factory=asyncio.Queue)
+    # Log relays waiting on this stream, by request id (broker/api/logs.py): the agent's
+    # chunks go straight to them, outside the engine; None tells them the stream ended.
+    log_readers: dict[str, asyncio.Queue[Any]] = field(default_factory=dict)
 
     def close(self) -> None:
         self.outbox.put_nowait(None)
+        for reader in self.log_readers.values():
+            reader.put_nowait(None)
 
 
 @dataclass

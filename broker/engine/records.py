@@ -137,4 +137,20 @@ class CancelAttempt:
     reason: str
 
 
-ToAgent = Welcome | Assign | CancelAttempt
+@dataclass(frozen=True, slots=True)
+class FetchLogs:
+    """Relay an attempt's logs (broker/api/logs.py); sent straight to the stream, never through a cycle."""
+
+    request_id: str
+    workload_id: str
+    attempt: int
+    tail: int | None
+    follow: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StopLogs:
+    request_id: str
+
+
+ToAgent = Welcome | Assign | CancelAttempt | FetchLogs | StopLogs

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Row
 
 from broker.engine.records import Event, WorkloadRecord
-from broker.lifecycle import TERMINAL
+from broker.lifecycle import PLACED, TERMINAL
 from broker.store.tables import DecisionRow, SettingRow, SiteRow, WorkloadEventRow, WorkloadRow
 
 W = WorkloadRow.__table__  # type: ignore[attr-defined]
@@ -73,6 +73,16 @@ def events_after(conn: Connection, workload_id: str, after_seq: int) -> list[Eve
         select(E).where(E.c.workload_id == workload_id).where(E.c.seq > after_seq).order_by(E.c.seq)
     )
     return [Event(r.seq, r.workload_id, r.state, r.site, r.attempt, r.message, r.at, r.reason) for r in rows]
+
+
+def attempt_site(conn: Connection, workload_id: str, attempt: int) -> str | None:
+    """The site an attempt was placed at (from its PLACED event), None if it never was."""
+    return conn.execute(
+        select(E.c.site)
+        .where(E.c.workload_id == workload_id, E.c.attempt == attempt, E.c.state == PLACED)
+        .order_by(E.c.seq)
+        .limit(1)
+    ).scalar()
 
 
 def latest_decision(conn: Connection, workload_id: str) -> dict[str, Any] | None:
