@@ -51,6 +51,7 @@ class LocalFederation:
         agent_overrides: dict[str, Any] | None = None,
         tokens: dict[str, str] | None = None,
         process_env: dict[str, dict[str, str]] | None = None,
+        backends: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -60,6 +61,9 @@ class LocalFederation:
         }
         self.db_url = db_url or f"sqlite:///{workdir / 'broker.db'}"
         self.agent_overrides = agent_overrides or {}
+        # Per site, a whole backend section in place of its file's (a real Ray head, a Kubernetes
+        # API): `agent_overrides["backend"]` (time_scale, ...) is for the simulated backend only.
+        self.backends = backends or {}
         self.tokens = {**DEV_TOKENS, **(tokens or {})}
         # Extra environment per process name ("broker", "agent-<site>"): OTEL_*, metrics ports.
         self.process_env = process_env or {}
@@ -89,7 +93,10 @@ class LocalFederation:
     def start_agent(self, site: str, token: str | None = None) -> None:
         data = yaml.safe_load(self.agent_configs[site].read_text())
         data["broker"] = self.endpoint
-        data.setdefault("backend", {}).update(self.agent_overrides.get("backend", {}))
+        if site in self.backends:
+            data["backend"] = dict(self.backends[site])
+        else:
+            data.setdefault("backend", {}).update(self.agent_overrides.get("backend", {}))
         data.update({k: v for k, v in self.agent_overrides.items() if k != "backend"})
         path = self.workdir / f"agent-{site}.yaml"
         path.write_text(yaml.safe_dump(data))
