@@ -5,6 +5,8 @@ from __future__ import annotations
 import builtins
 import os
 from collections.abc import Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 
 import grpc
@@ -22,6 +24,7 @@ from fedbroker.v1 import (
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from broker import lifecycle
+from broker.sdk.settings import TlsFiles
 from broker.spec import WorkloadSpec, spec_to_proto
 
 DEFAULT_ENDPOINT = "127.0.0.1:50051"
@@ -43,13 +46,30 @@ def _call(rpc: object, request: object, metadata: list[tuple[str, str]], timeout
         raise ClientError(error.code(), error.details() or "") from None  # type: ignore[attr-defined]
 
 
+def _channel(endpoint: str, tls: TlsFiles | None) -> grpc.Channel:
+    """Plaintext, or TLS with the context's CA (and client certificate for mutual TLS)."""
+    if tls is None:
+        return grpc.insecure_channel(endpoint)
+    files = [
+        Path(f).expanduser().read_bytes() if f else None for f in (tls.ca_file, tls.key_file, tls.cert_file)
+    ]
+    credentials = grpc.ssl_channel_credentials(*files)
+    return grpc.secure_channel(endpoint, credentials)
+
+
 class Client:
-    def __init__(self, endpoint: str | None = None, token: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+        tls: TlsFiles | None = None,
+    ) -> None:
         self.endpoint = endpoint or os.environ.get("FEDBROKER_ENDPOINT", DEFAULT_ENDPOINT)
         token = token if token is not None else os.environ.get("FEDBROKER_TOKEN", "")
         self._metadata = [("authorization", f"Bearer {token}")] if token else []
         self._timeout = timeout
-        self._channel = grpc.insecure_channel(self.endpoint)
+        self._channel = _channel(self.endpoint, tls)
         self._workloads = workload_service_pb2_grpc.WorkloadServiceStub(self._channel)
         self._sites = site_service_pb2_grpc.SiteServiceStub(self._channel)
         self._usage = usage_service_pb2_grpc.UsageServiceStub(self._channel)
@@ -80,6 +100,40 @@ class Client:
         response = _call(self._workloads.List, request, self._metadata, self._timeout)
         return list(response.workloads)  # type: ignore[attr-defined]
 
+    def list_page(
+        self,
+        states: Iterable[str] = (),
+        limit: int = 0,
+        *,
+        tenant: str = "",
+        site: str = "",
+        name: str = "",
+        since: datetime | None = None,
+    ) -> workload_service_pb2.ListWorkloadsResponse:
+        """Filtered, newest first; `event_seq` in the answer is where `watch_all` goes on from."""
+        request = workload_service_pb2.ListWorkloadsRequest(
+            states=[lifecycle.to_proto(s) for s in states], limit=limit, tenant=tenant, site=site, name=name
+        )
+        if since is not None:
+            request.since.FromDatetime(since)
+        return _call(self._workloads.List, request, self._metadata, self._timeout)  # type: ignore[return-value]
+
+    def events(self, workload_id: str) -> builtins.list[workload_service_pb2.WorkloadEvent]:
+        """A workload's events so far, oldest first."""
+        request = workload_service_pb2.ListEventsRequest(id=workload_id)
+        response = _call(self._workloads.ListEvents, request, self._metadata, self._timeout)
+        return list(response.events)  # type: ignore[attr-defined]
+
+    def watch_all(
+        self, after_seq: int, tenant: str = "", timeout: float | None = None
+    ) -> Iterator[workload_service_pb2.WorkloadEvent]:
+        """Every visible workload's events after `after_seq`, until the timeout or the caller stops."""
+        request = workload_service_pb2.WatchWorkloadsRequest(after_seq=after_seq, tenant=tenant)
+        try:
+            yield from self._workloads.WatchWorkloads(request, metadata=self._metadata, timeout=timeout)
+        except grpc.RpcError as error:
+            raise ClientError(error.code(), error.details() or "") from None  # type: ignore[attr-defined]
+
     def cancel(self, workload_id: str) -> types_pb2.Workload:
         request = workload_service_pb2.CancelWorkloadRequest(id=workload_id)
         return _call(self._workloads.Cancel, request, self._metadata, self._timeout)  # type: ignore[return-value]
@@ -89,10 +143,11 @@ class Client:
         return _call(self._workloads.Explain, request, self._metadata, self._timeout)  # type: ignore[return-value]
 
     def watch(
-        self, workload_id: str, timeout: float | None = None
+        self, workload_id: str, timeout: float | None = None, after_seq: int = 0
     ) -> Iterator[workload_service_pb2.WorkloadEvent]:
-        """State changes from the current one until a terminal state (or the timeout)."""
-        request = workload_service_pb2.WatchWorkloadRequest(id=workload_id)
+        """State changes from the current one (or after event `after_seq`) until a terminal state
+        (or the timeout). One stream: `broker.sdk` reconnects across broker restarts."""
+        request = workload_service_pb2.WatchWorkloadRequest(id=workload_id, after_seq=after_seq)
         try:
             yield from self._workloads.Watch(request, metadata=self._metadata, timeout=timeout)
         except grpc.RpcError as error:

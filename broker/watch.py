@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 
+ALL_WORKLOADS = "*"  # the topic of every workload's events (no workload id has this form)
+
 
 class WatchHub:
     def __init__(self) -> None:
@@ -29,4 +31,6 @@ class WatchHub:
 
     def publish(self, workload_id: str, event_seq: int) -> None:
         for queue in self._subscribers.get(workload_id, ()):
+            queue.put_nowait(event_seq)
+        for queue in self._subscribers.get(ALL_WORKLOADS, ()):  # `list -w`: every workload's events
             queue.put_nowait(event_seq)

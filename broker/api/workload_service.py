@@ -12,8 +12,7 @@ from collections.abc import AsyncIterator
 import grpc
 from fedbroker.v1 import types_pb2, workload_service_pb2, workload_service_pb2_grpc
 
-from broker import lifecycle
-from broker.api import convert, logs
+from broker.api import convert, logs, workload_views
 from broker.api.status import status_for, unary
 from broker.auth import Authenticator, Identity
 from broker.engine import commands as c
@@ -47,7 +46,10 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
         spec = spec_from_proto(request.spec)
         if request.dry_run:
             explanation = self.engine.evaluate(who.name, spec)
-            return workload_service_pb2.SubmitResponse(explanation=convert.explanation(explanation))
+            parts = workload_views.with_score_parts(
+                convert.explanation(explanation), self.engine.config.weights, spec.estimated_hours
+            )
+            return workload_service_pb2.SubmitResponse(explanation=parts)
         # The canonical wire form (defaults filled in) goes to the agents with each assignment.
         wire = spec_to_proto(spec)
         spec_wire = wire.SerializeToString()
@@ -63,22 +65,14 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
         self, request: workload_service_pb2.GetWorkloadRequest, context: grpc.aio.ServicerContext
     ) -> types_pb2.Workload:
         who = self.auth.identify(context.invocation_metadata())
-        return convert.workload(await self.engine.get(request.id, _reader(who)))
+        return workload_views.workloads(self.engine, [await self.engine.get(request.id, _reader(who))])[0]
 
     @unary
     async def List(
         self, request: workload_service_pb2.ListWorkloadsRequest, context: grpc.aio.ServicerContext
     ) -> workload_service_pb2.ListWorkloadsResponse:
         who = self.auth.identify(context.invocation_metadata())
-        tenant = _reader(who)
-        if request.limit < 0:
-            raise InvalidArgument("limit: must not be negative")
-        try:
-            states = [lifecycle.from_proto(s) for s in request.states]
-        except ValueError:
-            raise InvalidArgument("states: unknown workload state") from None
-        records = await self.engine.list_workloads(tenant, states, min(request.limit, LIST_LIMIT_MAX))
-        return workload_service_pb2.ListWorkloadsResponse(workloads=[convert.workload(r) for r in records])
+        return await workload_views.list_response(self.engine, request, _reader(who))
 
     @unary
     async def Cancel(
@@ -97,29 +91,46 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
         self, request: workload_service_pb2.ExplainRequest, context: grpc.aio.ServicerContext
     ) -> types_pb2.Explanation:
         who = self.auth.identify(context.invocation_metadata())
-        return convert.explanation(await self.engine.explain(request.id, _reader(who)))
+        record = await self.engine.get(request.id, _reader(who))
+        explanation = convert.explanation(await self.engine.explain(record.id, record.tenant))
+        hours = float(record.spec.get("estimated_hours") or 1.0)
+        return workload_views.with_score_parts(explanation, self.engine.config.weights, hours)
+
+    @unary
+    async def ListEvents(
+        self, request: workload_service_pb2.ListEventsRequest, context: grpc.aio.ServicerContext
+    ) -> workload_service_pb2.ListEventsResponse:
+        who = self.auth.identify(context.invocation_metadata())
+        record = await self.engine.get(request.id, _reader(who))
+        rows = await self.engine.events_after(record.id, 0)
+        return workload_service_pb2.ListEventsResponse(events=[convert.event(r) for r in rows])
 
     async def Watch(
         self, request: workload_service_pb2.WatchWorkloadRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[workload_service_pb2.WorkloadEvent]:
         try:
             who = self.auth.identify(context.invocation_metadata())
-            await self.engine.get(request.id, _reader(who))  # existence and visibility
+            record = await self.engine.get(request.id, _reader(who))  # existence and visibility
         except BrokerError as error:
             await context.abort(status_for(error), str(error))
-        # Subscribe before replaying, so no event falls between the two.
-        wakeups = self.engine.hub.subscribe(request.id)
+        events = workload_views.events_of_one(self.engine, record.id, max(0, request.after_seq))
+        async for event in workload_views.quietly_until_cancelled(events):
+            yield event
+
+    async def WatchWorkloads(
+        self, request: workload_service_pb2.WatchWorkloadsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[workload_service_pb2.WorkloadEvent]:
         try:
-            last_seq = 0
-            while True:
-                for row in await self.engine.events_after(request.id, last_seq):
-                    last_seq = row.seq
-                    yield convert.event(row)
-                    if row.state in TERMINAL:
-                        return
-                await wakeups.get()
-        finally:
-            self.engine.hub.unsubscribe(request.id, wakeups)
+            who = self.auth.identify(context.invocation_metadata())
+            tenant = _reader(who)
+            if tenant is not None and request.tenant and request.tenant != tenant:
+                raise InvalidArgument(f"tenant: a tenant sees only its own workloads ({tenant})")
+        except BrokerError as error:
+            await context.abort(status_for(error), str(error))
+        wanted = tenant or request.tenant or None
+        events = workload_views.events_of_all(self.engine, wanted, request.after_seq)
+        async for event in workload_views.quietly_until_cancelled(events):
+            yield event
 
     async def Logs(
         self, request: workload_service_pb2.LogsRequest, context: grpc.aio.ServicerContext

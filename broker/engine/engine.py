@@ -33,8 +33,10 @@ from sqlalchemy.engine import Connection
 from broker import ledger, telemetry
 from broker.config import FederationConfig
 from broker.engine import commands as c
+from broker.engine import liveview
 from broker.engine.clock import AttentiveClock
 from broker.engine.links import AgentSession, SiteLink
+from broker.engine.liveview import one_match
 from broker.engine.observer import CycleObserver, NoObserver
 from broker.engine.records import Event, WorkloadRecord
 from broker.engine.recovery import rebuild
@@ -44,7 +46,7 @@ from broker.errors import BrokerError, InvalidArgument, NotFound, Unavailable
 from broker.lifecycle import QUEUED
 from broker.placement import Node, PlacementError, SiteUsage
 from broker.spec import WorkloadSpec
-from broker.store import Store, reads
+from broker.store import Store, lookups, reads
 from broker.store.writer import StoreWriter
 from broker.watch import WatchHub
 
@@ -155,11 +157,25 @@ class Engine:
         return await asyncio.to_thread(run)
 
     async def get(self, workload_id: str, tenant: str | None) -> WorkloadRecord:
-        """A workload as stored; another tenant's is reported as absent, so ids leak nothing."""
+        """A workload as stored; another tenant's is reported as absent, so ids leak nothing.
+        `workload_id` may also be a unique id prefix or a name (the latest with that name)."""
         record = await self.read(lambda conn: reads.workload(conn, workload_id))
         if record is None or (tenant is not None and record.tenant != tenant):
-            raise NotFound(f"no workload {workload_id!r}")
+            matches = await self.read(lambda conn: lookups.resolve(conn, workload_id, tenant))
+            return one_match(workload_id[:64], matches)  # bounded echo of what the caller sent
         return record
+
+    async def find_workloads(self, wanted: lookups.Filter) -> tuple[list[WorkloadRecord], int]:
+        """Filtered, newest first, with the latest event's seq (to follow from without a gap)."""
+        return await self.read(lambda conn: lookups.workloads(conn, wanted))
+
+    async def events_since(self, tenant: str | None, after_seq: int) -> list[Event]:
+        return await self.read(lambda conn: lookups.events_since(conn, tenant, after_seq))
+
+    def live_status(self, records: list[WorkloadRecord]) -> dict[str, liveview.LiveStatus]:
+        """Queue positions and unreachable sites, from memory (on the event loop)."""
+        clocks = liveview.Clocks(self.clock.now(), self.wall())
+        return liveview.statuses(self.state.core, self.links, self.config, clocks, records)
 
     async def list_workloads(self, tenant: str | None, states: list[str], limit: int) -> list[WorkloadRecord]:
         return await self.read(
@@ -178,7 +194,7 @@ class Engine:
         decision = await self.read(lambda conn: reads.latest_decision(conn, record.id))
         if decision is None:
             raise NotFound(f"no decision recorded for workload {record.id}")
-        return decision
+        return liveview.explained_now(decision, record, self.live_status([record]).get(record.id))
 
     async def usage(self, tenant: str | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Settled charges by (tenant, program, site), and each visible tenant's budget."""

@@ -35,6 +35,7 @@ from broker.engine import commands as c
 from broker.engine import infra
 from broker.engine.clock import AttentiveClock
 from broker.engine.links import AgentSession, SiteLink
+from broker.engine.lost import release_lost_attempt
 from broker.engine.records import Assign, CancelAttempt, Event, LiveWorkload, Welcome, WorkloadRecord
 from broker.engine.tx import Tx
 from broker.errors import FailedPrecondition, InvalidArgument
@@ -268,7 +269,10 @@ class BrokerState:
                     self._retry_or_fail(tx, workload, f"site {link.name} unavailable before launch")
                 elif grace_over:
                     gone_for = now - link.unhealthy_since
+                    lost_nodes = workload.nodes
                     self._retry_or_fail(tx, workload, f"site {link.name} unavailable for {gone_for:.0f}s")
+                    gpus = workload.request.gpus_per_replica
+                    release_lost_attempt(self.core, tx, link, workload.id, lost_nodes, gpus)
         self._release_due(tx)
 
     def schedule(self, tx: Tx) -> int:

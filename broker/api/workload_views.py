@@ -1,0 +1,139 @@
+"""What WorkloadService adds to stored records for the CLI and SDK.
+
+A workload's nodes, its place in the queue and what it waits for now, an unreachable
+site and when its work will be requeued; filtered lists; events of many workloads;
+and how an explanation's terms make its score. Kept apart from `workload_service.py`,
+which only authenticates and dispatches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fedbroker.v1 import types_pb2, workload_service_pb2
+
+from broker import lifecycle
+from broker.api import convert
+from broker.config import Weights
+from broker.engine.engine import Engine
+from broker.engine.records import WorkloadRecord
+from broker.errors import InvalidArgument
+from broker.store.lookups import Filter
+from broker.watch import ALL_WORKLOADS
+
+LIST_LIMIT_MAX = 10_000
+LIST_LIMIT_DEFAULT = 1000
+
+
+def workloads(engine: Engine, records: list[WorkloadRecord]) -> list[types_pb2.Workload]:
+    """Records on the wire, with what only the engine's memory knows now."""
+    live = engine.live_status(records)
+    out = []
+    for record in records:
+        message = convert.workload(record)
+        message.nodes.extend(record.nodes)
+        status = live.get(record.id)
+        if status is not None:
+            message.queue_position = status.queue_position
+            if status.waiting_for:
+                message.message = status.waiting_for  # the reason now, not the one at submit
+            if status.site_unreachable_since is not None and status.requeue_at is not None:
+                message.site_unreachable_since.CopyFrom(convert.timestamp(status.site_unreachable_since))
+                message.requeue_at.CopyFrom(convert.timestamp(status.requeue_at))
+        out.append(message)
+    return out
+
+
+def list_filter(request: workload_service_pb2.ListWorkloadsRequest, tenant: str | None) -> Filter:
+    """The caller's filter; a tenant's own tenant overrides any it asks for (it sees only its own)."""
+    if request.limit < 0:
+        raise InvalidArgument("limit: must not be negative")
+    try:
+        states = tuple(lifecycle.from_proto(s) for s in request.states)
+    except ValueError:
+        raise InvalidArgument("states: unknown workload state") from None
+    if tenant is not None and request.tenant and request.tenant != tenant:
+        raise InvalidArgument(f"tenant: a tenant sees only its own workloads ({tenant})")
+    since = request.since.ToNanoseconds() / 1e9 if request.HasField("since") else None
+    return Filter(
+        tenant=tenant if tenant is not None else (request.tenant or None),
+        states=states,
+        site=request.site or None,
+        name=request.name or None,
+        since=since,
+        limit=min(request.limit, LIST_LIMIT_MAX) or LIST_LIMIT_DEFAULT,
+    )
+
+
+async def list_response(
+    engine: Engine, request: workload_service_pb2.ListWorkloadsRequest, tenant: str | None
+) -> workload_service_pb2.ListWorkloadsResponse:
+    records, event_seq = await engine.find_workloads(list_filter(request, tenant))
+    return workload_service_pb2.ListWorkloadsResponse(
+        workloads=workloads(engine, records), event_seq=event_seq
+    )
+
+
+async def events_of_all(
+    engine: Engine, tenant: str | None, after_seq: int
+) -> AsyncIterator[workload_service_pb2.WorkloadEvent]:
+    """Every visible workload's events after `after_seq`, then each new one, until cancelled."""
+    wakeups = engine.hub.subscribe(ALL_WORKLOADS)  # before reading, so no event falls between
+    try:
+        last = after_seq
+        while True:
+            for row in await engine.events_since(tenant, last):
+                last = row.seq
+                yield convert.event(row)
+            await wakeups.get()
+            while not wakeups.empty():  # one read covers every event published meanwhile
+                wakeups.get_nowait()
+    finally:
+        engine.hub.unsubscribe(ALL_WORKLOADS, wakeups)
+
+
+async def events_of_one(
+    engine: Engine, workload_id: str, after_seq: int
+) -> AsyncIterator[workload_service_pb2.WorkloadEvent]:
+    """One workload's events after `after_seq`, then each new one, until a terminal state."""
+    wakeups = engine.hub.subscribe(workload_id)  # before replaying, so no event falls between
+    try:
+        last = after_seq
+        while True:
+            for row in await engine.events_after(workload_id, last):
+                last = row.seq
+                yield convert.event(row)
+                if row.state in lifecycle.TERMINAL:
+                    return
+            await wakeups.get()
+    finally:
+        engine.hub.unsubscribe(workload_id, wakeups)
+
+
+async def quietly_until_cancelled(
+    stream: AsyncIterator[workload_service_pb2.WorkloadEvent],
+) -> AsyncIterator[workload_service_pb2.WorkloadEvent]:
+    """A stream that ends without a traceback when the broker stops under it (the server
+    cancels open streams at shutdown; the client sees UNAVAILABLE and reconnects)."""
+    with contextlib.suppress(asyncio.CancelledError):
+        async for event in stream:
+            yield event
+
+
+def with_score_parts(
+    message: types_pb2.Explanation, weights: Weights, estimated_hours: float
+) -> types_pb2.Explanation:
+    """Each eligible candidate's terms as the weighted fractions that sum to its score
+    (the same scaling as broker/placement/scorers.rank)."""
+    eligible = [c for c in message.candidates if c.HasField("terms") and c.HasField("score")]
+    dearest = max((c.terms.cost_hkd for c in eligible), default=0.0)
+    for candidate in eligible:
+        terms = candidate.terms
+        hours = terms.locality_hours
+        moving = hours / (hours + estimated_hours) if hours > 0 else 0.0
+        terms.locality_part = weights.locality * moving
+        terms.cost_part = weights.cost * (terms.cost_hkd / dearest if dearest > 0 else 0.0)
+        terms.load_part = weights.load * terms.load
+    return message
