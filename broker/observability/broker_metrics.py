@@ -155,7 +155,10 @@ class BrokerMetrics:
 
     def _queue(self, _: CallbackOptions) -> Iterable[Observation]:
         if (s := self._read()) is not None:
-            for (tenant, priority), count in s.queued.items():
+            # Every tenant has a series (its default priority's, 0 when empty), so the metric is there
+            # before anything queues; other priorities appear while they have work.
+            queued = {(t.name, 0): 0 for t in self._engine.config.tenants} | s.queued
+            for (tenant, priority), count in queued.items():
                 yield Observation(count, {TENANT: tenant, PRIORITY: priority})
 
     def _workloads(self, _: CallbackOptions) -> Iterable[Observation]:
@@ -288,11 +291,11 @@ class BrokerMetrics:
                     self._since_submit(self._time_to_running, tx, event.workload_id, event.at)
             elif state == QUEUED:
                 if event.attempt >= 1:  # a first QUEUED has attempt 0; later ones follow an attempt
-                    reason = failure_reason(event.message)
+                    reason = failure_reason(event.reason, event.message)
                     requeues[reason] += 1
                     failures[reason] += 1
             elif state == FAILED:
-                failures[failure_reason(event.message)] += 1
+                failures[failure_reason(event.reason, event.message)] += 1
         for state, count in states.items():
             self._transitions.add(count, {STATE: state})
         for site, count in dispatches.items():

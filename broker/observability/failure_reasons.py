@@ -1,32 +1,38 @@
-"""Why an attempt failed, as a bounded metric label, from the broker's own event texts.
+"""Why an attempt failed, as a bounded metric label.
 
-The event messages come from `broker/engine/state.py` (`_retry_or_fail` and its callers,
-recovery's quarantine); they hold ids and agents' words, so they are never labels
-themselves. Each maps to one of `REASONS`; anything new reads ``other`` until it is added
-here (a test pins the texts the rules produce today).
+The site's agent says why an attempt ended (`Event.reason`: one of the agent's `Reason`
+values, see site_agents/backends/base.py); the broker's own loss detection says it in the
+event's words only (`broker/engine/state.py`: a silent site, a restarted agent that forgot
+an attempt, recovery's quarantine). Each maps to one of `REASONS`; an agent's word that is
+not a known reason reads ``other``, so a misbehaving agent cannot grow the label set.
 """
 
 from __future__ import annotations
 
 import re
 
-ATTEMPT_FAILED = "attempt_failed"  # the agent reported the attempt FAILED
-LOST = "lost"  # a restarted agent no longer knows an attempt it had taken
+# The agent's reasons for an attempt that ended without success (Reason minus none/cancelled).
+AGENT_REASONS = ("exit", "oom", "launch_error", "image_pull", "no_capacity", "lost")
 SITE_UNAVAILABLE = "site_unavailable"  # the site went silent past the TTL (and grace)
+FORGOTTEN = "forgotten_by_agent"  # a restarted agent no longer knows an attempt it had taken
 QUARANTINED = "quarantined"  # a stored workload that could not be restored at recovery
+UNSPECIFIED = "unspecified"  # the agent said FAILED without a reason
 OTHER = "other"
-REASONS = (ATTEMPT_FAILED, LOST, SITE_UNAVAILABLE, QUARANTINED, OTHER)
+REASONS = (*AGENT_REASONS, SITE_UNAVAILABLE, FORGOTTEN, QUARANTINED, UNSPECIFIED, OTHER)
 
 _PATTERNS = (
-    (re.compile(r"^attempt \d+ failed: "), ATTEMPT_FAILED),
-    (re.compile(r"^attempt \d+ lost by "), LOST),
+    (re.compile(r"^attempt \d+ failed"), UNSPECIFIED),
+    (re.compile(r"^attempt \d+ lost by "), FORGOTTEN),
     (re.compile(r"^site \S+ unavailable "), SITE_UNAVAILABLE),
     (re.compile(r"^quarantined at recovery"), QUARANTINED),
 )
 
 
-def failure_reason(message: str) -> str:
-    for pattern, reason in _PATTERNS:
+def failure_reason(reason: str, message: str) -> str:
+    """The label of a failed attempt: the agent's `reason` if it gave one, else from the broker's words."""
+    if reason:
+        return reason if reason in AGENT_REASONS else OTHER
+    for pattern, label in _PATTERNS:
         if pattern.match(message):
-            return reason
+            return label
     return OTHER

@@ -4,7 +4,8 @@ The Prometheus endpoint answers scrapes on its own thread and the OTLP reader ex
 another; the engine's memory changes on the event loop between awaits. Reading it from
 those threads could see a dict resized mid-iteration, so the read runs *on* the loop
 (between two engine steps) and the collector thread waits for it. One read serves every
-callback of one collection (cached for `ttl_s`).
+callback of one collection (cached for `ttl_s`, short enough that the next scrape or export
+reads afresh).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class LoopReader(Generic[T]):
         loop: asyncio.AbstractEventLoop,
         read: Callable[[], T],
         *,
-        ttl_s: float = 0.5,
+        ttl_s: float = 0.05,
         timeout_s: float = 2.0,
     ) -> None:
         self._loop = loop

@@ -6,7 +6,10 @@ workloads alike. A workload's env scripts its fate:
 
 - `FEDBROKER_SIM_SECONDS`: how long it runs (else estimated_hours x 3600 x time_scale;
   one hour when there is no estimate);
-- `FEDBROKER_SIM_EXIT_CODE`: how it ends (default 0 -> SUCCEEDED, else FAILED "exit code N").
+- `FEDBROKER_SIM_EXIT_CODE`: how it ends (default 0 -> SUCCEEDED, else FAILED "exit code N");
+- `FEDBROKER_SIM_ENV_FILE`: a path where the run writes, as JSON, the environment it was
+  started with (TRACEPARENT and the agent's variables included), as a real workload could
+  print its own.
 
 Placement on nodes: the broker's hint (one node per replica) when the whole gang
 fits there, else first fit in node-name order, else FAILED `no_capacity`
@@ -21,11 +24,13 @@ Kubernetes do. Each run records a few log lines, so `logs` behaves as elsewhere.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from site_agents.backends.base import (
     AttemptKey,
@@ -41,6 +46,7 @@ from site_agents.errors import AttemptNotFound
 
 SIM_SECONDS = "FEDBROKER_SIM_SECONDS"
 SIM_EXIT_CODE = "FEDBROKER_SIM_EXIT_CODE"
+SIM_ENV_FILE = "FEDBROKER_SIM_ENV_FILE"
 DEFAULT_HOURS = 1.0
 RECOVER_WINDOW_S = 600.0  # a new backend reports runs that ended this recently, like the real ones
 
@@ -136,6 +142,8 @@ class SimulatedCluster:
             run.allocation[name] = run.allocation.get(name, 0) + launch.resources.gpus_per_replica
         self.starts.append(key)
         run.log(f"running on {','.join(placement)} for {seconds:g}s")
+        if env_file := launch.env.get(SIM_ENV_FILE):
+            _write_env(run, env_file)
         self._set(run, AttemptStatus(key, State.RUNNING, nodes=tuple(placement)))
         run.task = asyncio.create_task(self._finish_after(run, seconds, exit_code), name=f"sim {key}")
 
@@ -262,6 +270,13 @@ class SimulatedBackend:
     async def close(self) -> None:
         if self._changes in self.cluster.subscribers:
             self.cluster.subscribers.remove(self._changes)
+
+
+def _write_env(run: _Run, path: str) -> None:
+    try:
+        Path(path).write_text(json.dumps(dict(run.launch.env), sort_keys=True))
+    except OSError as error:
+        run.log(f"cannot write the environment to {path}: {error}")
 
 
 def _script(launch: Launch, time_scale: float) -> tuple[float, int]:
