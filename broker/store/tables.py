@@ -106,3 +106,15 @@ class ChargeRow(SQLModel, table=True):
     program_hkd: float
     tenant_hkd: float
     at: float
+
+
+class LeaseRow(SQLModel, table=True):
+    """Who schedules (broker/store/lease.py): one row; each takeover raises the epoch."""
+
+    __tablename__ = "broker_lease"
+
+    name: str = Field(primary_key=True)
+    holder: str = ""  # the active broker's id; empty once released
+    address: str = ""  # where the holder serves, to point standbys' callers at it
+    epoch: int = 0
+    expires_at: float = 0.0  # the database's clock, UNIX seconds
