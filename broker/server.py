@@ -35,10 +35,12 @@ from broker.config import FederationConfig
 from broker.engine.engine import Engine
 from broker.engine.observer import CycleObserver, Observers
 from broker.health import HealthMonitor
+from broker.listen import why_not_listen
 from broker.observability.broker_metrics import BrokerMetrics
 from broker.observability.state_log import StateChangeLog
 from broker.role import BrokerRole
 from broker.store import Store
+from broker.store.urls import redact, scrub
 
 log = logging.getLogger("fedbroker.server")
 
@@ -72,12 +74,14 @@ async def serve(config: FederationConfig, db_url: str, listen: str, *, metrics_e
     try:
         store = Store(db_url)
     except (SQLAlchemyError, ValueError, ImportError) as error:
-        raise ServeError(f"cannot open the database {db_url!r}: {error}") from None
+        why = scrub(str(error), db_url)  # SQLAlchemy may quote the URL, password and all
+        raise ServeError(f"cannot open the database {redact(db_url)!r}: {why}") from None
     engine = Engine(config, store)
     try:
         await engine.start()
     except SQLAlchemyError as error:
-        raise ServeError(f"cannot read the database {store.engine.url!r}: {error}") from None
+        why = scrub(str(error), db_url)
+        raise ServeError(f"cannot read the database {store.engine.url!r}: {why}") from None
     tune_gc()
     auth = Authenticator(config)
     # gRPC sets SO_REUSEPORT by default, which lets a second broker bind the same port
@@ -93,6 +97,10 @@ async def serve(config: FederationConfig, db_url: str, listen: str, *, metrics_e
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
+    problem = why_not_listen(listen)  # before gRPC tries: its error says less, after a core log line
+    if problem is not None:
+        await engine.stop()
+        raise ServeError(problem)
     try:
         port = server.add_insecure_port(listen)
     except RuntimeError:

@@ -8,13 +8,20 @@ from pathlib import Path
 
 import click
 
+from broker.cli import errors
+from broker.cli.completion import completion
+from broker.cli.contexts import context
 from broker.cli.demo import demo
+from broker.cli.describe import describe
 from broker.cli.logs import logs
 from broker.cli.simulate import simulate
+from broker.cli.validate import validate
 from broker.cli.workloads import cancel, explain, get, list_, pause, resume, sites, submit, usage, watch
 from broker.config import load_federation
+from broker.listen import parse_listen
 from broker.observability.cli_options import log_format_option, metrics_listen_option, setup_telemetry
 from broker.observability.logs import setup_logging
+from broker.store.urls import database_url
 from broker.validation import InvalidInput
 
 
@@ -26,9 +33,20 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--db", "db_url", default=None, help="Database URL (default: SQLite under $XDG_DATA_HOME).")
-@click.option("--listen", default="127.0.0.1:50051", show_default=True)
-@click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--db",
+    "db_url",
+    default=None,
+    help="A database URL (postgresql://..., sqlite:///...) or a SQLite file's path "
+    "(default: SQLite under $XDG_DATA_HOME/fedbroker).",
+)
+@click.option("--listen", default="127.0.0.1:50051", show_default=True, help="host:port to serve gRPC on.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+)
 @log_format_option
 @metrics_listen_option
 def serve(
@@ -47,6 +65,8 @@ def serve(
     setup_logging(log_level, log_format)
     try:
         config = load_federation(config_path)
+        db_url = database_url(db_url) if db_url else None
+        parse_listen(listen)
     except InvalidInput as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(2)
@@ -86,9 +106,32 @@ def _add_agent_command() -> None:
 
 for _command in (submit, get, list_, cancel, watch, explain, sites, usage, pause, resume, demo, simulate):
     cli.add_command(_command)
+for _command in (describe, validate, context, completion):
+    cli.add_command(_command)
 cli.add_command(logs)
 _add_agent_command()
 
 
 def main() -> None:
-    cli(prog_name="fedbroker")
+    """The entry point: no traceback for a user's mistake, the README's exit codes, and with
+    `-o json` errors as JSON on stderr (usage errors too)."""
+    argv = sys.argv[1:]
+    as_json = errors.wants_json(argv)
+    try:
+        code = cli.main(args=argv, prog_name="fedbroker", standalone_mode=False)
+    except errors.CliFailure as failure:
+        errors.exit_with(failure.failure, as_json)
+    except click.UsageError as error:
+        if as_json:
+            errors.exit_with(errors.Failure("USAGE", error.format_message(), errors.BAD_INPUT), as_json)
+        error.show()
+        sys.exit(errors.BAD_INPUT)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except InvalidInput as error:
+        errors.exit_with(errors.from_invalid_input(error), as_json)
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -23,6 +23,7 @@ import yaml
 
 from broker import lifecycle
 from broker.cli import output
+from broker.cli.progress import StatusLine
 from broker.localfed import EXAMPLES, LocalFederation
 from broker.localray import local_ray_head, ray_installed
 from broker.spec import WorkloadSpec, load_spec, parse_spec
@@ -40,7 +41,14 @@ RAY_GPU_MODEL = "H800"
 
 
 @click.command()
-@click.option("--time-scale", default=0.0002, show_default=True, help="Simulated seconds per real second.")
+@click.option(
+    "--time-scale",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.0002,
+    show_default=True,
+    help="Real seconds per simulated second: a workload runs estimated_hours x 3600 x this "
+    "(0.0002: an hour of work in 0.72 s).",
+)
 @click.option(
     "--backend",
     type=click.Choice(["auto", "ray", "simulated"]),
@@ -58,32 +66,41 @@ def demo(time_scale: float, backend: str, keep: bool) -> None:
         sys.exit(2)
     workdir = Path(tempfile.mkdtemp(prefix="fedbroker-demo-"))
     click.echo(f"working folder: {workdir}")
-    with _sandy_ridge(use_ray, workdir) as (ray_backend, config):
-        if ray_backend is None:
-            why = "" if backend == "simulated" else " (Ray is not installed: pip install 'fedbroker[ray]')"
-            click.echo(f"Sandy Ridge: simulated backend{why}; Cyberport: simulated backend")
-        else:
-            click.echo(
-                f"Sandy Ridge: a real local Ray head at {ray_backend['address']} ({RAY_GPUS} fake "
-                f"{RAY_GPU_MODEL} GPUs): its workloads run as real Ray jobs; Cyberport: simulated backend"
-            )
-        backends = {RAY_SITE: ray_backend} if ray_backend is not None else {}
-        rows, first, ray_logs = _run(workdir, config, backends, time_scale, ray=ray_backend is not None)
-    click.echo()
-    click.echo(output.table(rows, ["name", "tenant", "site", "state", "attempt", "why"]))
-    click.echo("\nwhy the first went where it did (fedbroker explain):")
-    click.echo(output.explanation_text(first))
-    for name, lines in ray_logs.items():
-        click.echo(f"\n{name} ran as a Ray job at {RAY_SITE}; its output (fedbroker logs):")
-        click.echo("\n".join(f"  {line}" for line in lines))
-    ok = all(r["state"] == lifecycle.SUCCEEDED for r in rows)
-    click.echo(
-        f"\n{len(rows)} workloads, {sum(r['state'] == 'SUCCEEDED' for r in rows)} succeeded, "
-        f"in {time.monotonic() - started:.1f}s; all processes stopped"
-    )
-    if not keep:
-        shutil.rmtree(workdir, ignore_errors=True)
-    sys.exit(0 if ok else 1)
+    try:
+        with _sandy_ridge(use_ray, workdir) as (ray_backend, config):
+            if ray_backend is None:
+                why = (
+                    "" if backend == "simulated" else " (Ray is not installed: pip install 'fedbroker[ray]')"
+                )
+                click.echo(f"Sandy Ridge: simulated backend{why}; Cyberport: simulated backend")
+            else:
+                click.echo(
+                    f"Sandy Ridge: a real local Ray head at {ray_backend['address']} ({RAY_GPUS} fake "
+                    f"{RAY_GPU_MODEL} GPUs): its workloads run as real Ray jobs; Cyberport: simulated backend"
+                )
+            backends = {RAY_SITE: ray_backend} if ray_backend is not None else {}
+            rows, first, ray_logs = _run(workdir, config, backends, time_scale, ray=ray_backend is not None)
+        click.echo()
+        click.echo(output.table(rows, ["name", "tenant", "site", "state", "attempt", "why"]))
+        click.echo("\nwhy the first went where it did (fedbroker explain):")
+        click.echo(output.explanation_text(first))
+        for name, lines in ray_logs.items():
+            click.echo(f"\n{name} ran as a Ray job at {RAY_SITE}; its output (fedbroker logs):")
+            click.echo("\n".join(f"  {line}" for line in lines))
+        ok = all(r["state"] == lifecycle.SUCCEEDED for r in rows)
+        click.echo(
+            f"\n{len(rows)} workloads, {sum(r['state'] == 'SUCCEEDED' for r in rows)} succeeded, "
+            f"in {time.monotonic() - started:.1f}s; all processes stopped"
+        )
+        sys.exit(0 if ok else 1)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: every process stopped", err=True)
+        sys.exit(130)
+    finally:
+        # Whatever happens (a failure, Ctrl-C), the processes are stopped by LocalFederation
+        # and the working folder goes, unless --keep.
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -136,9 +153,11 @@ def _run(
         rows = []
         ray_logs: dict[str, list[str]] = {}
         with fed.client() as sre:
-            for workload_id in submitted:
-                for _ in sre.watch(workload_id, timeout=180):
-                    pass
+            for i, workload_id in enumerate(submitted, start=1):
+                with StatusLine() as status:  # a spinner on a terminal, nothing in a log
+                    status.show(f"waiting for workload {i} of {len(submitted)} ({workload_id})")
+                    for _ in sre.watch(workload_id, timeout=180):
+                        pass
                 workload = output.workload_json(sre.get(workload_id))
                 why = output.explanation_json(sre.explain(workload_id))["summary"]
                 rows.append({**workload, "why": why})

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
+import yaml
 from fedbroker.v1 import site_service_pb2, types_pb2, workload_service_pb2
 from tabulate import tabulate
 
-from broker import lifecycle
+from broker.sdk import models
 
 
 def _iso(stamp: Any) -> str | None:
@@ -18,89 +19,26 @@ def _iso(stamp: Any) -> str | None:
 
 
 def workload_json(w: types_pb2.Workload) -> dict[str, Any]:
-    return {
-        "id": w.id,
-        "name": w.name,
-        "tenant": w.tenant,
-        "state": lifecycle.from_proto(w.state),
-        "site": w.site or None,
-        "attempt": w.attempt,
-        "trace_id": w.trace_id,
-        "message": w.message,
-        "backend": w.spec.backend,
-        "gpus": w.spec.resources.gpus_per_replica * max(w.spec.resources.replicas, 1),
-        "created_at": _iso(w.created_at),
-        "updated_at": _iso(w.updated_at),
-        "reason": w.reason or None,  # why the last attempt ended
-        "infra_requeues": w.infra_requeues,
-        "retry_at": _iso(w.retry_at),
-    }
+    return models.WorkloadStatus.from_proto(w).to_json()
 
 
 def explanation_json(e: types_pb2.Explanation) -> dict[str, Any]:
-    return {
-        "workload": e.workload,
-        "chosen": e.chosen or None,
-        "summary": e.summary,
-        "attempt": e.attempt,
-        "candidates": [
-            {
-                "site": c.site,
-                "eligible": c.eligible,
-                "reasons": list(c.reasons),
-                "score": c.score if c.HasField("score") else None,
-                "terms": {
-                    "locality_hours": c.terms.locality_hours,
-                    "cost_hkd": c.terms.cost_hkd,
-                    "load": c.terms.load,
-                }
-                if c.HasField("terms")
-                else None,
-            }
-            for c in e.candidates
-        ],
-    }
+    return models.Explanation.from_proto(e).to_json()
 
 
 def site_json(s: site_service_pb2.Site) -> dict[str, Any]:
-    return {
-        "name": s.name,
-        "healthy": s.healthy,
-        "gpus_total": s.gpus_total,
-        "gpus_allocated": s.gpus_allocated,
-        "gpus_reserved": s.gpus_reserved,
-        "gpus_free": s.gpus_free,
-        "load": round(s.load, 4),
-        "backends": list(s.backends),
-        "datasets": list(s.datasets),
-        "heartbeat_age_s": None if s.heartbeat_age_s < 0 else round(s.heartbeat_age_s, 2),
-        "nodes": len(s.nodes),
-    }
+    return models.Site.from_proto(s).to_json()
 
 
 def event_json(e: workload_service_pb2.WorkloadEvent) -> dict[str, Any]:
-    return {
-        "workload": e.workload_id,
-        "seq": e.seq,
-        "state": lifecycle.from_proto(e.state),
-        "site": e.site or None,
-        "attempt": e.attempt,
-        "message": e.message,
-        "at": _iso(e.at),
-        "reason": e.reason or None,
-    }
+    return models.Event.from_proto(e).to_json()
 
 
 def usage_json(r: Any) -> dict[str, Any]:
-    return {
-        "tenant": r.tenant,
-        "program": r.program or None,
-        "site": r.site,
-        "gpu_hours": round(r.gpu_hours, 4),
-        "cost_hkd": round(r.cost_hkd, 2),
-        "tenant_hkd": round(r.tenant_hkd, 2),
-        "program_hkd": round(r.program_hkd, 2),
-    }
+    row = models.UsageRow(
+        r.tenant, r.program or None, r.site, r.gpu_hours, r.cost_hkd, r.tenant_hkd, r.program_hkd
+    )
+    return row.to_json()
 
 
 def budget_json(b: Any) -> dict[str, Any]:
@@ -109,7 +47,13 @@ def budget_json(b: Any) -> dict[str, Any]:
 
 
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=False))
+    """JSON, or YAML with `-o yaml` (the same keys)."""
+    from broker.cli.common import output_format  # common imports the SDK; output stays light
+
+    if output_format() == "yaml":
+        click.echo(yaml.safe_dump(data, sort_keys=False).rstrip())
+    else:
+        click.echo(json.dumps(data, indent=2, sort_keys=False))
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -128,26 +72,34 @@ def _cell(value: Any) -> Any:
 
 
 def explanation_text(data: dict[str, Any]) -> str:
+    """Every site: its score as the sum of its weighted parts (lower is better), or why not."""
     rows = []
     for c in data["candidates"]:
         terms = c["terms"] or {}
+        parts = terms.get("parts") or {}
         rows.append(
             {
                 "site": c["site"],
                 "eligible": "yes" if c["eligible"] else "no",
                 "score": None if c["score"] is None else f"{c['score']:.3f}",
-                "locality_h": _fmt(terms.get("locality_hours"), ".2f"),
-                "cost_hkd": _fmt(terms.get("cost_hkd"), ",.0f"),
-                "load": _fmt(terms.get("load"), ".2f"),
+                "= locality": _fmt(parts.get("locality"), ".3f"),
+                "+ cost": _fmt(parts.get("cost"), ".3f"),
+                "+ load": _fmt(parts.get("load"), ".3f"),
+                "data_move_h": _fmt(terms.get("locality_hours"), ".2f"),
+                "tenant_hkd": _fmt(terms.get("tenant_hkd"), ",.0f"),
+                "gpu_util": _fmt(terms.get("load"), ".0%"),
                 "reasons": "; ".join(c["reasons"]) or None,
             }
         )
     head = f"workload {data['workload']}: {data['summary']}"
-    return (
-        head
-        + "\n\n"
-        + table(rows, ["site", "eligible", "score", "locality_h", "cost_hkd", "load", "reasons"])
+    columns = ["site", "eligible", "score", "= locality", "+ cost", "+ load"]
+    columns += ["data_move_h", "tenant_hkd", "gpu_util", "reasons"]
+    legend = (
+        "score = locality + cost + load, each a weighted fraction; lower is better.\n"
+        "  locality: hours moving missing data / (that + estimated hours); cost: what the tenant pays\n"
+        "  after subsidy / the dearest eligible site's; load: GPU utilisation after placement."
     )
+    return f"{head}\n\n{table(rows, columns)}\n\n{legend}"
 
 
 def _fmt(value: float | None, spec: str) -> str | None:

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+import time
 
 import click
 
 from broker import lifecycle
-from broker.cli import output
-from broker.cli.common import client_options
+from broker.cli import humane, output
+from broker.cli.common import client_options, output_format, sdk
+from broker.cli.errors import REFUSED, TIMED_OUT, fail
+from broker.cli.progress import StatusLine
 from broker.client import Client
-from broker.spec import load_spec
+from broker.sdk import workloads as specs
+from broker.sdk.errors import WaitTimeout
 
-WORKLOAD_COLUMNS = ["id", "name", "tenant", "state", "site", "attempt", "gpus", "message"]
+WORKLOAD_COLUMNS = ["id", "name", "tenant", "state", "site", "gpus", "age", "runtime", "message"]
+WIDE_COLUMNS = ["id", "name", "tenant", "state", "site", "attempt", "gpus", "age", "runtime"]
+WIDE_COLUMNS += ["reason", "nodes", "trace_id", "message"]
 SITE_COLUMNS = [
     "name",
     "healthy",
@@ -24,21 +29,37 @@ SITE_COLUMNS = [
     "load",
     "heartbeat_age_s",
 ]
+MODEL_COLUMNS = [
+    "site",
+    "gpu_model",
+    "gpus_total",
+    "gpus_allocated",
+    "gpus_reserved",
+    "gpus_free",
+    "hkd_per_gpu_h",
+]
 
 
 @click.command()
-@click.option("-f", "--file", "path", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--dry-run", is_flag=True, help="Decide and explain; queue nothing.")
+@click.option("-f", "--file", "path", required=True, help="The workload's YAML file; - reads it from stdin.")
+@click.option(
+    "--dry-run", is_flag=True, help="Decide and explain; queue nothing (exit 1 if it would be refused)."
+)
 @client_options
-def submit(client: Client, as_json: bool, path: Path, dry_run: bool) -> None:
-    """Submit the workload in a YAML file."""
-    response = client.submit(load_spec(path), dry_run=dry_run)
+def submit(client: Client, as_json: bool, path: str, dry_run: bool) -> None:
+    """Submit the workload in a YAML file (like sbatch, sky launch)."""
+    spec = specs.load(path)  # checked here: a bad or too-large file never reaches the broker
+    response = client.submit(spec, dry_run=dry_run)
     explanation = output.explanation_json(response.explanation)
     if dry_run:
         if as_json:
             output.emit_json(explanation)
         else:
             click.echo("dry run: nothing was queued\n" + output.explanation_text(explanation))
+        if explanation["summary"].startswith("refused"):
+            from broker.engine.state import refusal_message  # the real submit's words, exactly
+
+            fail(refusal_message(explanation), exit=REFUSED, code="FAILED_PRECONDITION")
         return
     workload = output.workload_json(response.workload)
     if as_json:
@@ -48,69 +69,122 @@ def submit(client: Client, as_json: bool, path: Path, dry_run: bool) -> None:
 
 
 @click.command()
-@click.argument("workload_id")
+@click.argument("workload", shell_complete=humane.complete_workloads)
 @client_options
-def get(client: Client, as_json: bool, workload_id: str) -> None:
-    """Show one workload."""
-    workload = output.workload_json(client.get(workload_id))
+def get(client: Client, as_json: bool, workload: str) -> None:
+    """Show one workload (by id, unique id prefix, or name)."""
+    data = output.workload_json(client.get(workload))
     if as_json:
-        output.emit_json(workload)
-    else:
-        click.echo("\n".join(f"{k + ':':12} {'-' if v is None else v}" for k, v in workload.items()))
+        output.emit_json(data)
+        return
+    click.echo("\n".join(f"{k + ':':24} {humane.cell(v)}" for k, v in data.items()))
+    if data["site_unreachable_since"]:
+        click.echo(f"\nwarning: {humane.unreachable(data)}")
 
 
 @click.command(name="list")
-@click.option("--state", "states", multiple=True, type=click.Choice(lifecycle.STATES), help="Repeatable.")
-@click.option("--limit", type=int, default=0, help="At most this many (newest first).")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(lifecycle.STATES, case_sensitive=False),
+    help="Only these states (repeatable, any case).",
+)
+@click.option("--tenant", default="", help="Operators: only this tenant's.")
+@click.option("--site", default="", help="Only those on this site.")
+@click.option("--name", default="", help="Only those with this name.")
+@click.option(
+    "--since", default=None, help="Only those submitted since: 30m, 2h, 7d, or a date (2026-11-23T10:00)."
+)
+@click.option("--limit", type=click.IntRange(min=0), default=0, help="At most this many (newest first).")
+@click.option(
+    "-w", "--watch", "follow", is_flag=True, help="Then print each change as it happens (Ctrl-C ends)."
+)
 @client_options
-def list_(client: Client, as_json: bool, states: tuple[str, ...], limit: int) -> None:
-    """List workloads you can see, newest first."""
-    workloads = [output.workload_json(w) for w in client.list(states, limit)]
-    if as_json:
-        output.emit_json(workloads)
+def list_(
+    client: Client,
+    as_json: bool,
+    states: tuple[str, ...],
+    tenant: str,
+    site: str,
+    name: str,
+    since: str | None,
+    limit: int,
+    follow: bool,
+) -> None:
+    """List workloads you can see, newest first (like squeue, kubectl get, sky queue)."""
+    wanted = [s.upper() for s in states]
+    page = client.list_page(wanted, limit, tenant=tenant, site=site, name=name, since=humane.since(since))
+    rows = [humane.workload_row(output.workload_json(w)) for w in page.workloads]
+    wide = output_format() == "wide"
+    if as_json and follow:  # one JSON object per line, as the changes that follow
+        for row in rows:
+            click.echo(output.json.dumps(row))
+    elif as_json:
+        output.emit_json(rows)
+    elif rows:
+        click.echo(output.table(rows, WIDE_COLUMNS if wide else WORKLOAD_COLUMNS))
     else:
-        click.echo(output.table(workloads, WORKLOAD_COLUMNS))
+        filters = any((states, tenant, site, name, since))
+        click.echo("no workloads" + (" match these filters" if filters else " yet: fedbroker submit -f FILE"))
+    if follow:
+        humane.follow_changes(client, page.event_seq, tenant, wanted, site, name, as_json, wide)
 
 
 @click.command()
-@click.argument("workload_id")
+@click.argument("workload", shell_complete=humane.complete_workloads)
 @client_options
-def cancel(client: Client, as_json: bool, workload_id: str) -> None:
+def cancel(client: Client, as_json: bool, workload: str) -> None:
     """Cancel a workload (queued or running)."""
-    workload = output.workload_json(client.cancel(workload_id))
+    data = output.workload_json(client.cancel(workload))
     if as_json:
-        output.emit_json(workload)
+        output.emit_json(data)
     else:
-        click.echo(f"{workload['id']} {workload['state']}: {workload['message']}")
+        click.echo(f"{data['id']} {data['state']}: {data['message']}")
 
 
 @click.command()
-@click.argument("workload_id")
-@click.option("--timeout", type=float, default=None, help="Give up after this many seconds.")
+@click.argument("workload", shell_complete=humane.complete_workloads)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Give up after this many seconds (exit 124).",
+)
 @client_options
-def watch(client: Client, as_json: bool, workload_id: str, timeout: float | None) -> None:
-    """Follow a workload's state until it ends; exit 0 only if it SUCCEEDED."""
+def watch(client: Client, as_json: bool, workload: str, timeout: float | None) -> None:
+    """Follow a workload until it ends; exit 0 only if it SUCCEEDED (1 otherwise, 124 on --timeout).
+
+    If the broker restarts meanwhile, the watch reconnects and goes on after the last event it saw."""
     last = None
-    for event in client.watch(workload_id, timeout=timeout):
-        data = output.event_json(event)
-        last = data["state"]
-        if as_json:
-            click.echo(output.json.dumps(data))
-        else:
-            where = f" on {data['site']}" if data["site"] else ""
-            why = f" [{data['reason']}]" if data["reason"] else ""
-            click.echo(
-                f"{data['at']}  {data['state']:<9} attempt {data['attempt']}{where}{why}: {data['message']}"
+    with StatusLine(enabled=not as_json) as status:
+        try:
+            for event in sdk().watch(workload, timeout=timeout):
+                data = event.to_json()
+                last = data["state"]
+                if as_json:
+                    click.echo(output.json.dumps(data))
+                else:
+                    where = f" on {data['site']}" if data["site"] else ""
+                    why = f" [{data['reason']}]" if data["reason"] else ""
+                    head = f"{data['at']}  {data['state']:<9} attempt {data['attempt']}"
+                    status.echo(f"{head}{where}{why}: {data['message']}")
+                    status.show(f"{event.workload_id} {last}{where}")
+        except WaitTimeout as error:
+            fail(
+                f"{error.message}; it goes on (fedbroker watch again to follow it)",
+                exit=TIMED_OUT,
+                code="TIMEOUT",
             )
     sys.exit(0 if last == lifecycle.SUCCEEDED else 1)
 
 
 @click.command()
-@click.argument("workload_id")
+@click.argument("workload", shell_complete=humane.complete_workloads)
 @client_options
-def explain(client: Client, as_json: bool, workload_id: str) -> None:
-    """Why a workload went where it went, or what it waits for."""
-    explanation = output.explanation_json(client.explain(workload_id))
+def explain(client: Client, as_json: bool, workload: str) -> None:
+    """Why a workload went where it went, what it waits for, or how it finished."""
+    explanation = output.explanation_json(client.explain(workload))
     if as_json:
         output.emit_json(explanation)
     else:
@@ -118,27 +192,44 @@ def explain(client: Client, as_json: bool, workload_id: str) -> None:
 
 
 @click.command()
+@click.option("-w", "--watch", "follow", is_flag=True, help="Refresh every --interval seconds (Ctrl-C ends).")
+@click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True)
 @client_options
-def sites(client: Client, as_json: bool) -> None:
-    """The federation's sites: health, GPUs and load."""
-    rows = [output.site_json(s) for s in client.sites()]
-    if as_json:
-        output.emit_json(rows)
-    else:
-        click.echo(output.table(rows, SITE_COLUMNS))
+def sites(client: Client, as_json: bool, follow: bool, interval: float) -> None:
+    """The federation's sites: health, GPUs and load, and per GPU model with its price."""
+    shown = None
+    while True:
+        rows = [output.site_json(s) for s in client.sites()]
+        if rows != shown:
+            if as_json and follow:
+                click.echo(output.json.dumps(rows))
+            elif as_json:
+                output.emit_json(rows)
+            else:
+                if follow and sys.stdout.isatty():
+                    click.clear()
+                click.echo(output.table(rows, SITE_COLUMNS))
+                models = humane.model_rows(rows)
+                if models:
+                    click.echo("\n" + output.table(models, MODEL_COLUMNS))
+            shown = rows
+        if not follow:
+            return
+        time.sleep(interval)
 
 
 @click.command()
 @client_options
 def usage(client: Client, as_json: bool) -> None:
-    """HK$ per tenant, program and site: what the tenant paid, what the program paid."""
+    """HK$ per tenant, program and site: the total, what the tenant paid, what the program paid."""
     response = client.usage()
     rows = [output.usage_json(r) for r in response.rows]
     budgets = [output.budget_json(b) for b in response.budgets]
     if as_json:
         output.emit_json({"usage": rows, "budgets": budgets})
         return
-    click.echo(output.table(rows, list(rows[0]) if rows else ["tenant", "program", "site", "cost_hkd"]))
+    columns = ["tenant", "program", "site", "gpu_hours", "total_hkd", "tenant_hkd", "program_hkd"]
+    click.echo(output.table(rows, columns) if rows else "no charges yet")
     if budgets:
         click.echo("\n" + output.table(budgets, list(budgets[0])))
 

@@ -1,0 +1,191 @@
+"""`AsyncClient`: the SDK's methods for asyncio code (a notebook's event loop, a service).
+
+The same calls and results as `broker.sdk.client.Client`, over grpc.aio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import time
+from collections.abc import AsyncIterator, Awaitable, Iterable
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+from fedbroker.v1 import (
+    operator_service_pb2,
+    operator_service_pb2_grpc,
+    site_service_pb2,
+    site_service_pb2_grpc,
+    usage_service_pb2,
+    usage_service_pb2_grpc,
+    workload_service_pb2,
+    workload_service_pb2_grpc,
+)
+
+from broker import lifecycle
+from broker.client import ClientError
+from broker.sdk import workloads
+from broker.sdk.client import RECONNECT_FOR_S, backoff, since_time
+from broker.sdk.errors import WaitTimeout, broker_away, typed
+from broker.sdk.models import Event, Explanation, Site, State, Usage, WorkloadStatus
+from broker.sdk.settings import Settings, TlsFiles, resolve
+from broker.spec import WorkloadSpec, spec_to_proto
+
+T = TypeVar("T")
+
+
+def _channel(endpoint: str, tls: TlsFiles | None) -> grpc.aio.Channel:
+    if tls is None:
+        return grpc.aio.insecure_channel(endpoint)
+    files = [
+        Path(f).expanduser().read_bytes() if f else None for f in (tls.ca_file, tls.key_file, tls.cert_file)
+    ]
+    return grpc.aio.secure_channel(endpoint, grpc.ssl_channel_credentials(*files))
+
+
+class AsyncClient:
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        token: str | None = None,
+        *,
+        context: str | None = None,
+        timeout: float = 30.0,
+        settings: Settings | None = None,
+    ) -> None:
+        self.settings = settings or resolve(endpoint=endpoint, token=token, context=context)
+        self._metadata = [("authorization", f"Bearer {self.settings.token}")] if self.settings.token else []
+        self._timeout = timeout
+        self._channel = _channel(self.settings.endpoint, self.settings.tls)
+        self._workloads = workload_service_pb2_grpc.WorkloadServiceStub(self._channel)
+        self._sites = site_service_pb2_grpc.SiteServiceStub(self._channel)
+        self._usage = usage_service_pb2_grpc.UsageServiceStub(self._channel)
+        self._operator = operator_service_pb2_grpc.OperatorServiceStub(self._channel)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: tuple[type[BaseException], BaseException, TracebackType] | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def _call(self, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except grpc.aio.AioRpcError as error:
+            raise typed(ClientError(error.code(), error.details() or "")) from None
+
+    def _unary(self, rpc: Any, request: Any) -> Awaitable[Any]:
+        return self._call(rpc(request, metadata=self._metadata, timeout=self._timeout))
+
+    async def submit(self, workload: WorkloadSpec | dict[str, Any] | str | Path) -> WorkloadStatus:
+        request = workload_service_pb2.SubmitRequest(spec=spec_to_proto(workloads.as_spec(workload)))
+        return WorkloadStatus.from_proto((await self._unary(self._workloads.Submit, request)).workload)
+
+    async def dry_run(self, workload: WorkloadSpec | dict[str, Any] | str | Path) -> Explanation:
+        spec = spec_to_proto(workloads.as_spec(workload))
+        request = workload_service_pb2.SubmitRequest(spec=spec, dry_run=True)
+        return Explanation.from_proto((await self._unary(self._workloads.Submit, request)).explanation)
+
+    async def get(self, ref: str) -> WorkloadStatus:
+        request = workload_service_pb2.GetWorkloadRequest(id=ref)
+        return WorkloadStatus.from_proto(await self._unary(self._workloads.Get, request))
+
+    async def list(
+        self,
+        *,
+        state: str | State | Iterable[str | State] = (),
+        tenant: str = "",
+        site: str = "",
+        name: str = "",
+        since: datetime | timedelta | None = None,
+        limit: int = 0,
+    ) -> builtins.list[WorkloadStatus]:
+        states = [state] if isinstance(state, str) else list(state)
+        request = workload_service_pb2.ListWorkloadsRequest(
+            states=[lifecycle.to_proto(str(s).upper()) for s in states],
+            limit=limit,
+            tenant=tenant,
+            site=site,
+            name=name,
+        )
+        when = since_time(since)
+        if when is not None:
+            request.since.FromDatetime(when)
+        response = await self._unary(self._workloads.List, request)
+        return [WorkloadStatus.from_proto(w) for w in response.workloads]
+
+    async def cancel(self, ref: str) -> WorkloadStatus:
+        request = workload_service_pb2.CancelWorkloadRequest(id=ref)
+        return WorkloadStatus.from_proto(await self._unary(self._workloads.Cancel, request))
+
+    async def explain(self, ref: str) -> Explanation:
+        request = workload_service_pb2.ExplainRequest(id=ref)
+        return Explanation.from_proto(await self._unary(self._workloads.Explain, request))
+
+    async def events(self, ref: str) -> builtins.list[Event]:
+        request = workload_service_pb2.ListEventsRequest(id=ref)
+        return [Event.from_proto(e) for e in (await self._unary(self._workloads.ListEvents, request)).events]
+
+    async def watch(
+        self, ref: str, *, timeout: float | None = None, reconnect_for: float = RECONNECT_FOR_S
+    ) -> AsyncIterator[Event]:
+        """As `Client.watch`: reconnects across broker restarts and resumes after the last event."""
+        workload_id = (await self.get(ref)).id
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last_seq, heard = 0, time.monotonic()
+        delays = backoff()
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise WaitTimeout(f"{workload_id} has not finished after {timeout:g}s")
+            request = workload_service_pb2.WatchWorkloadRequest(id=workload_id, after_seq=last_seq)
+            try:
+                async for message in self._workloads.Watch(request, metadata=self._metadata, timeout=left):
+                    event = Event.from_proto(message)
+                    last_seq, heard, delays = event.seq, time.monotonic(), backoff()
+                    yield event
+                return
+            except grpc.aio.AioRpcError as error:
+                failure = ClientError(error.code(), error.details() or "")
+                if not broker_away(failure) or time.monotonic() - heard > reconnect_for:
+                    raise typed(failure) from None
+            await asyncio.sleep(next(delays))
+
+    async def wait(self, ref: str, *, timeout: float | None = None) -> WorkloadStatus:
+        workload_id = (await self.get(ref)).id
+        async for _ in self.watch(workload_id, timeout=timeout):
+            pass
+        return await self.get(workload_id)
+
+    async def logs(
+        self, ref: str, *, attempt: int | None = None, tail: int | None = None, follow: bool = False
+    ) -> AsyncIterator[str]:
+        request = workload_service_pb2.LogsRequest(id=ref, attempt=attempt or 0, tail=tail, follow=follow)
+        try:
+            async for batch in self._workloads.Logs(request, metadata=self._metadata):
+                for line in batch.lines:
+                    yield line
+        except grpc.aio.AioRpcError as error:
+            raise typed(ClientError(error.code(), error.details() or "")) from None
+
+    async def sites(self) -> builtins.list[Site]:
+        response = await self._unary(self._sites.ListSites, site_service_pb2.ListSitesRequest())
+        return [Site.from_proto(s) for s in response.sites]
+
+    async def usage(self) -> Usage:
+        return Usage.from_proto(await self._unary(self._usage.GetUsage, usage_service_pb2.GetUsageRequest()))
+
+    async def pause(self) -> bool:
+        request = operator_service_pb2.SetPlacementPausedRequest(paused=True)
+        return bool((await self._unary(self._operator.SetPlacementPaused, request)).paused)
+
+    async def resume(self) -> bool:
+        request = operator_service_pb2.SetPlacementPausedRequest(paused=False)
+        return bool((await self._unary(self._operator.SetPlacementPaused, request)).paused)
