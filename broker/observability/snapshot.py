@@ -34,6 +34,7 @@ class BrokerSnapshot:
     gpus: dict[tuple[str, str], SiteUsage] = field(default_factory=dict)  # (site, GPU model)
     sites: dict[str, SiteHealth] = field(default_factory=dict)
     queued: dict[tuple[str, int], int] = field(default_factory=dict)  # (tenant, priority) -> workloads
+    oldest_queued_s: dict[str, float] = field(default_factory=dict)  # tenant -> longest wait since submit
     workloads: dict[str, int] = field(default_factory=dict)  # state -> unfinished workloads
     subsidy: dict[str, Subsidy] = field(default_factory=dict)  # tenant -> money
     decisions: dict[str, int] = field(default_factory=dict)  # placed / queued / refused
@@ -57,11 +58,15 @@ def take(engine: Engine) -> BrokerSnapshot:
         age = max(0.0, now - link.heard_at) if link.heard else None
         sites[site.name] = SiteHealth(core.healthy(site.name), age)
     queued: Counter[tuple[str, int]] = Counter()
+    first_submitted: dict[str, float] = {}
     states: Counter[str] = Counter()
     for workload in state.live.values():
         states[workload.state] += 1
         if workload.state == QUEUED:
             queued[(workload.tenant, workload.request.priority)] += 1
+            if workload.created_at < first_submitted.get(workload.tenant, float("inf")):
+                first_submitted[workload.tenant] = workload.created_at
+    wall = engine.wall()
     subsidy = {}
     for tenant in engine.config.tenants:
         if tenant.subsidy is None:
@@ -78,6 +83,7 @@ def take(engine: Engine) -> BrokerSnapshot:
         gpus=gpus,
         sites=sites,
         queued=dict(queued),
+        oldest_queued_s={tenant: max(0.0, wall - at) for tenant, at in first_submitted.items()},
         workloads=dict(states),
         subsidy=subsidy,
         decisions=dict(metrics.decisions),

@@ -115,8 +115,10 @@ def test_each_cycle_counts_what_happened(tmp_path: Path) -> None:
         assert (
             total(points, "fedbroker.placement.decisions", **{"fedbroker.placement.outcome": "queued"}) == 1
         )
-        [placed_hist] = [v for _, v in points["fedbroker.workload.time_to_placed"]]
-        assert placed_hist.count == 2
+        assert "fedbroker.workload.time_to_placed" not in points  # both were placed when submitted
+        h.clock.wall_now += 60
+        await asyncio.sleep(0.1)  # past the snapshot's cache (one read serves one collection)
+        assert total(await m.collect(), "fedbroker.queue.oldest.age", **{"fedbroker.tenant": TENANT}) == 60
 
         # The agent says the first failed for exiting; a restarted agent forgot the second.
         await h.ack(second.id, 1)
@@ -129,6 +131,10 @@ def test_each_cycle_counts_what_happened(tmp_path: Path) -> None:
             return total(points, "fedbroker.attempt.failures", **{"fedbroker.failure.reason": reason})
 
         assert failures("exit") == 1 and failures("forgotten_by_agent") == 1
+        # The queued one (priority 5) took the GPUs the failed attempt freed, after its 60 s wait.
+        assert (await h.get(third.id)).state == "PLACED"
+        [placed_hist] = [v for _, v in points["fedbroker.workload.time_to_placed"]]
+        assert (placed_hist.count, placed_hist.sum) == (1, 60)
         assert total(points, "fedbroker.workload.requeues", **{"fedbroker.failure.reason": "exit"}) == 1
         assert total(points, "fedbroker.workload.transitions", **{"fedbroker.workload.state": "RUNNING"}) == 1
         [running_hist] = [v for _, v in points["fedbroker.workload.time_to_running"]]
