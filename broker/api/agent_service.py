@@ -64,6 +64,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
                 yield convert.to_agent(message)
         finally:
             reader.cancel()
+            session.end_log_readers()
             self.engine.post(c.Gone(session))
 
     async def _read(

@@ -28,6 +28,10 @@ class AgentSession:
 
     def close(self) -> None:
         self.outbox.put_nowait(None)
+        self.end_log_readers()
+
+    def end_log_readers(self) -> None:
+        """The stream is gone: its log relays stop waiting (and say so)."""
         for reader in self.log_readers.values():
             reader.put_nowait(None)
 

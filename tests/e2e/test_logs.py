@@ -125,7 +125,15 @@ def test_a_tenant_reads_only_its_own_workloads_logs(fed: LocalFederation, tmp_pa
 def test_a_site_whose_agent_is_away_is_unreachable(fed: LocalFederation, tmp_path: Path) -> None:
     workload_id = submit(fed, tmp_path, 0.1)
     finish(fed, workload_id)
-    fed.stop("agent-sandy-ridge")
+    following = submit(fed, tmp_path, 60.0)
+    with fed.client("lion-rock-ai") as client:
+        stream = client.logs(following, follow=True, timeout=60)
+        assert next(stream).lines  # following: what the attempt logged so far has come
+        fed.stop("agent-sandy-ridge")
+        with pytest.raises(ClientError) as interrupted:
+            list(stream)
+    assert interrupted.value.code == grpc.StatusCode.UNAVAILABLE
+    assert "site sandy-ridge's agent disconnected while sending the logs" in interrupted.value.message
     try:
         with fed.client("lion-rock-ai") as client:
             deadline = time.monotonic() + 20
