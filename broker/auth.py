@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from opentelemetry import metrics
+
 from broker.config import FederationConfig
 from broker.errors import Unauthenticated
+
+log = logging.getLogger("fedbroker.auth")
+# Created on the global (proxy) meter: it counts once `fedbroker serve` installs a provider.
+_refusals = metrics.get_meter("fedbroker.broker").create_counter(
+    "fedbroker.auth.refusals", "{call}", "Calls refused for their credentials, by reason"
+)
 
 Role = Literal["tenant", "operator", "agent"]
 
@@ -41,14 +50,21 @@ class Authenticator:
         """The identity behind the `authorization: Bearer <token>` metadata."""
         header = next((v for k, v in metadata or () if k == "authorization"), None)
         if header is None:
-            raise Unauthenticated("missing authorization metadata (Bearer token)")
+            raise _refused("missing", "missing authorization metadata (Bearer token)")
         value = header.decode() if isinstance(header, bytes) else header
         scheme, _, token = value.partition(" ")
         if scheme.lower() != "bearer" or not token:
-            raise Unauthenticated("authorization must be 'Bearer <token>'")
+            raise _refused("malformed", "authorization must be 'Bearer <token>'")
         digest = sha256_hex(token.strip())
         # Constant-time comparison so the digest is not guessable by timing.
         for known, identity in self._by_digest.items():
             if hmac.compare_digest(known, digest):
                 return identity
-        raise Unauthenticated("unknown token")
+        raise _refused("unknown_token", "unknown token")
+
+
+def _refused(reason: str, message: str) -> Unauthenticated:
+    """Log and count a refused login (never the token, nor its digest), and the error to raise."""
+    log.warning("refused a call: %s", message)
+    _refusals.add(1, {"fedbroker.auth.reason": reason})
+    return Unauthenticated(message)

@@ -316,3 +316,24 @@ def test_json_log_lines_about_a_workload_carry_its_ids(observed: Observed, tmp_p
     assert {line.get("state") for line in mine} >= {"PLACED", "RUNNING", "SUCCEEDED"}
     assert {line["trace_id"] for line in mine} == {submitted["trace_id"]}
     assert all(line["tenant"] == "lion-rock-ai" and {"time", "level", "logger"} <= set(line) for line in mine)
+
+
+def test_a_refused_login_is_logged_and_counted_without_its_token(observed: Observed) -> None:
+    secret = "not-a-token-of-ours-3f9a1c"
+    env = {**os.environ, "FEDBROKER_ENDPOINT": observed.fed.endpoint, "FEDBROKER_TOKEN": secret}
+    result = subprocess.run(
+        [sys.executable, "-m", "broker", "sites"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode != 0
+
+    def refused() -> list[dict[str, Any]] | None:
+        text = (observed.fed.workdir / "broker.log").read_text()
+        lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        found = [line for line in lines if line["message"] == "refused a call: unknown token"]
+        return found or None
+
+    [line, *_] = wait_for(refused, "the refusal in the broker's log")
+    assert line["level"] == "WARNING"
+    assert secret not in (observed.fed.workdir / "broker.log").read_text()
+    samples = scrape(observed.broker_port)
+    assert value(samples, "fedbroker_auth_refusals_total", fedbroker_auth_reason="unknown_token") >= 1
