@@ -123,6 +123,7 @@ async def serve(config: FederationConfig, db_url: str, listen: str, *, metrics_e
     log.info("stopping")
     health_task.cancel()
     await health_servicer.enter_graceful_shutdown()
+    engine.hub.close()  # ends the watch streams (UNAVAILABLE: clients reconnect), not cancelled in stop
     await engine.stop()  # ends the agent streams, so the grace period is not waited out
     await server.stop(grace=2)
     store.close()

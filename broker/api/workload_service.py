@@ -114,7 +114,7 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
         except BrokerError as error:
             await context.abort(status_for(error), str(error))
         events = workload_views.events_of_one(self.engine, record.id, max(0, request.after_seq))
-        async for event in workload_views.quietly_until_cancelled(events):
+        async for event in workload_views.until_broker_stops(events, context):
             yield event
 
     async def WatchWorkloads(
@@ -129,7 +129,7 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
             await context.abort(status_for(error), str(error))
         wanted = tenant or request.tenant or None
         events = workload_views.events_of_all(self.engine, wanted, request.after_seq)
-        async for event in workload_views.quietly_until_cancelled(events):
+        async for event in workload_views.until_broker_stops(events, context):
             yield event
 
     async def Logs(

@@ -8,10 +8,9 @@ which only authenticates and dispatches.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
+import grpc
 from fedbroker.v1 import types_pb2, workload_service_pb2
 
 from broker import lifecycle
@@ -21,7 +20,7 @@ from broker.engine.engine import Engine
 from broker.engine.records import WorkloadRecord
 from broker.errors import InvalidArgument
 from broker.store.lookups import Filter
-from broker.watch import ALL_WORKLOADS
+from broker.watch import ALL_WORKLOADS, STOPPING
 
 LIST_LIMIT_MAX = 10_000
 LIST_LIMIT_DEFAULT = 1000
@@ -87,9 +86,11 @@ async def events_of_all(
             for row in await engine.events_since(tenant, last):
                 last = row.seq
                 yield convert.event(row)
-            await wakeups.get()
+            woken = [await wakeups.get()]
             while not wakeups.empty():  # one read covers every event published meanwhile
-                wakeups.get_nowait()
+                woken.append(wakeups.get_nowait())
+            if STOPPING in woken:
+                raise BrokerStopping
     finally:
         engine.hub.unsubscribe(ALL_WORKLOADS, wakeups)
 
@@ -107,19 +108,26 @@ async def events_of_one(
                 yield convert.event(row)
                 if row.state in lifecycle.TERMINAL:
                     return
-            await wakeups.get()
+            if await wakeups.get() == STOPPING:
+                raise BrokerStopping
     finally:
         engine.hub.unsubscribe(workload_id, wakeups)
 
 
-async def quietly_until_cancelled(
-    stream: AsyncIterator[workload_service_pb2.WorkloadEvent],
+class BrokerStopping(Exception):
+    """The hub closed under a stream: the broker is stopping."""
+
+
+async def until_broker_stops(
+    stream: AsyncIterator[workload_service_pb2.WorkloadEvent], context: grpc.aio.ServicerContext
 ) -> AsyncIterator[workload_service_pb2.WorkloadEvent]:
-    """A stream that ends without a traceback when the broker stops under it (the server
-    cancels open streams at shutdown; the client sees UNAVAILABLE and reconnects)."""
-    with contextlib.suppress(asyncio.CancelledError):
+    """A stream that, when the broker stops under it, ends with UNAVAILABLE (the CLI and SDK
+    reconnect and resume) instead of a cancellation gRPC logs as a traceback."""
+    try:
         async for event in stream:
             yield event
+    except BrokerStopping:
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "the broker is stopping; watch again to go on")
 
 
 def with_score_parts(

@@ -154,6 +154,8 @@ class AsyncClient:
                 return
             except grpc.aio.AioRpcError as error:
                 failure = ClientError(error.code(), error.details() or "")
+                if failure.code == grpc.StatusCode.DEADLINE_EXCEEDED and timeout is not None:
+                    raise WaitTimeout(f"{workload_id} has not finished after {timeout:g}s") from None
                 if not broker_away(failure) or time.monotonic() - heard > reconnect_for:
                     raise typed(failure) from None
             await asyncio.sleep(next(delays))

@@ -21,6 +21,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
+import grpc
+
 from broker.client import Client as RawClient
 from broker.client import ClientError
 from broker.sdk import workloads
@@ -164,6 +166,8 @@ class Client:
                     yield event
                 return
             except ClientError as error:
+                if error.code == grpc.StatusCode.DEADLINE_EXCEEDED and timeout is not None:
+                    raise WaitTimeout(f"{workload_id} has not finished after {timeout:g}s") from None
                 if not broker_away(error) or time.monotonic() - heard > reconnect_for:
                     raise typed(error) from None
             time.sleep(next(delays))
