@@ -24,15 +24,16 @@ from opentelemetry.sdk.trace.export import (
 from broker.observability import otel_env
 
 _configured = False
+_exported = False  # some span exporter is installed (spans go somewhere)
 
 
 def setup_tracing(service_name: str) -> None:
     """Install the global tracer provider once per process."""
-    global _configured
+    global _configured, _exported
     if _configured:
         return
     names = otel_env.exporters("OTEL_TRACES_EXPORTER", otel_env.TRACES_EXPORTERS)  # raises on a typo
-    _configured = True
+    _configured, _exported = True, bool(names)
     provider = TracerProvider(resource=otel_env.resource(service_name))
     for exporter in names:
         match exporter:
@@ -46,6 +47,11 @@ def setup_tracing(service_name: str) -> None:
 
 
 @functools.cache
+def traces_exported() -> bool:
+    """Whether `setup_tracing` installed an exporter (optional spans are worth making)."""
+    return _exported
+
+
 def tracer(name: str = "fedbroker") -> trace.Tracer:
     # Cached: the API builds a new Tracer on every call, which cost ~5% of a submit.
     return trace.get_tracer(name)

@@ -259,7 +259,7 @@ class BrokerMetrics:
         self._cycle_duration = meter.create_histogram(
             "fedbroker.cycle.duration",
             "s",
-            "Scheduling cycle steps: decide (rules and placement); the commit is db.client.operation.duration",
+            "Scheduling cycle steps: decide (rules and placement); commits: db.client.operation.duration",
             explicit_bucket_boundaries_advisory=CYCLE_BUCKETS_S,
         )
         self._db_duration = meter.create_histogram(

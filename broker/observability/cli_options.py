@@ -7,6 +7,7 @@ import sys
 import click
 
 from broker import telemetry
+from broker.observability.grpc_tracing import instrument_grpc_server
 from broker.observability.logs import FORMATS
 from broker.observability.metrics_setup import Metrics, setup_metrics
 from broker.observability.otel_env import TelemetryConfigError
@@ -29,9 +30,12 @@ metrics_listen_option = click.option(
 
 
 def setup_telemetry(service_name: str, metrics_listen: str | None) -> Metrics:
-    """Traces and metrics from ``OTEL_*`` and the flag; exit 2 on a bad name or a taken port."""
+    """Traces and metrics from ``OTEL_*`` and the flag; exit 2 on a bad name or a taken port.
+    With traces exported, gRPC servers this process creates trace their calls (an agent has none)."""
     try:
         telemetry.setup_tracing(service_name)
+        if telemetry.traces_exported():
+            instrument_grpc_server()
         return setup_metrics(service_name, metrics_listen)
     except TelemetryConfigError as error:
         click.echo(f"error: {error}", err=True)

@@ -337,3 +337,17 @@ def test_a_refused_login_is_logged_and_counted_without_its_token(observed: Obser
     assert secret not in (observed.fed.workdir / "broker.log").read_text()
     samples = scrape(observed.broker_port)
     assert value(samples, "fedbroker_auth_refusals_total", fedbroker_auth_reason="unknown_token") >= 1
+
+
+def test_the_brokers_rpcs_have_grpc_server_spans(observed: Observed, tmp_path: Path) -> None:
+    observed.cli("get", observed.submit(tmp_path, "rpc")["id"])
+
+    def rpc_spans() -> list[ReceivedSpan] | None:
+        spans = [s for s in observed.receiver.spans() if s.attributes.get("rpc.system") == "grpc"]
+        return spans if any(s.name.endswith("WorkloadService/Get") for s in spans) else None
+
+    spans = wait_for(rpc_spans, "gRPC server spans")
+    assert {s.service for s in spans} == {"fedbroker-broker"}
+    names = {s.name for s in spans}
+    assert "/fedbroker.v1.WorkloadService/Submit" in names
+    assert not any("Connect" in n or "grpc.health" in n for n in names)  # the streams and probes are left out
