@@ -1,6 +1,6 @@
 """The placement core's values: what goes in (federation, inventory, requests) and what
 comes out (decisions with their explanations). All frozen dataclasses, no behaviour beyond
-``Explanation.to_dict`` (the JSON contract of DESIGN.md "Interfaces")."""
+``Explanation.to_dict`` (the explanation's JSON keys, README "Using it")."""
 
 from __future__ import annotations
 

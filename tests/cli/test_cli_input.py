@@ -268,3 +268,11 @@ def test_contexts_are_kept_in_the_client_config(tmp_path: Path) -> None:
     # A command with --context dev uses its endpoint and its token file (no token on the command line).
     result = fedbroker("list", "--context", "dev", env=env)
     assert result.returncode == 3 and "127.0.0.1:7" in result.stderr
+
+
+def test_the_agents_broker_address_can_be_overridden_by_flag_or_environment() -> None:
+    config = str(EXAMPLES / "agents" / "cyberport.yaml")
+    by_flag = fedbroker("agent", "--config", config, "--token", "x", "--broker", "http://broker:1")
+    assert by_flag.returncode == 2 and "broker: must be host:port" in by_flag.stderr
+    by_env = fedbroker("agent", "--config", config, "--token", "x", env={"FEDBROKER_BROKER": "nonsense"})
+    assert by_env.returncode == 2 and "(got 'nonsense')" in by_env.stderr
