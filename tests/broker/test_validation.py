@@ -120,3 +120,28 @@ def test_names_are_described_in_words_not_a_regular_expression() -> None:
     assert (
         line == "name: must be lowercase letters, digits and '-', starting and ending with a letter or digit"
     )
+
+
+def test_unknown_datasets_sites_and_gpu_model_typos_get_a_did_you_mean() -> None:
+    from broker.federation import check_references
+
+    federation = load_federation(EXAMPLES / "federation.yaml")
+    spec = parse_spec(
+        minimal(
+            datasets=["cantonese-speach"],
+            sites=["cyberpor"],
+            resources={"gpus_per_replica": 8, "gpu_model": "H8000"},
+        )
+    )
+    assert check_references(federation, spec) == [
+        "datasets[0]: unknown dataset 'cantonese-speach' (did you mean 'cantonese-speech'?)",
+        "sites[0]: unknown site 'cyberpor' (did you mean 'cyberport'?)",
+        "resources.gpu_model: no site offers 'H8000' (did you mean 'H800'?)",
+    ]
+    # A real model nobody offers is no typo: it is refused later with each site's reason.
+    assert (
+        check_references(
+            federation, parse_spec(minimal(resources={"gpus_per_replica": 1, "gpu_model": "B200"}))
+        )
+        == []
+    )
