@@ -46,7 +46,10 @@ class BrokerSnapshot:
 
 def take(engine: Engine) -> BrokerSnapshot:
     """Read `engine`; call on its event loop only (the engine changes it between awaits)."""
-    state = engine.state
+    try:
+        state = engine.state
+    except AssertionError:  # not started yet, or a standby that holds no state: nothing to report
+        return BrokerSnapshot()
     core = state.core
     now = engine.clock.now()
     gpus: dict[tuple[str, str], SiteUsage] = {}

@@ -12,9 +12,12 @@ from typing import Any
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from broker.engine.engine import Engine
 from broker.observability.broker_metrics import BrokerMetrics
 from broker.observability.failure_reasons import AGENT_REASONS, failure_reason
+from broker.observability.snapshot import BrokerSnapshot, take
 from broker.role import STANDBY, BrokerRole
+from broker.store import Store
 from site_agents.backends.base import Reason
 from tests.store.engine_harness import TENANT, Harness, subsidised_federation
 
@@ -185,3 +188,12 @@ def test_failure_reasons_are_bounded() -> None:
     )
     assert failure_reason("", "quarantined at recovery: bad spec") == "quarantined"
     assert failure_reason("", "attempt 2 failed: exit code 1; no attempts left (2)") == "unspecified"
+
+
+def test_a_broker_without_state_reports_an_empty_snapshot(tmp_path: Path) -> None:
+    """Before recovery (or on a standby that holds no state) the gauges say nothing, not an error."""
+    engine = Engine(subsidised_federation(), Store(f"sqlite:///{tmp_path / 'broker.db'}"))
+    try:
+        assert take(engine) == BrokerSnapshot()
+    finally:
+        engine.store.close()
