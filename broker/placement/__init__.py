@@ -7,7 +7,7 @@ Imports only the standard library and its own modules (a test checks it). Entry 
 from __future__ import annotations
 
 from . import reasons
-from .core import DEFAULT_STARVATION_PASSES, PlacementCore
+from .core import DEFAULT_PREEMPTION_WAIT_S, DEFAULT_STARVATION_PASSES, PlacementCore
 from .errors import (
     DuplicateWorkload,
     InvalidRequest,
@@ -24,6 +24,7 @@ from .filters import (
     HealthFilter,
     HeldFilter,
     PausedFilter,
+    PreferenceFilter,
     QuotaFilter,
     SubsidyBudgetFilter,
     SubsidyProgramFilter,
@@ -37,9 +38,12 @@ from .model import (
     Dataset,
     Decision,
     Explanation,
+    FairSharePolicy,
     Federation,
     Node,
+    PassResult,
     Placed,
+    Preempted,
     Queued,
     Refused,
     Request,
@@ -54,6 +58,7 @@ from .scorers import CostScorer, LoadScorer, LocalityScorer, rank
 
 __all__ = [
     "DEFAULT_LINK_GBIT_S",
+    "DEFAULT_PREEMPTION_WAIT_S",
     "DEFAULT_STARVATION_PASSES",
     "AllowListFilter",
     "BackendFilter",
@@ -64,6 +69,7 @@ __all__ = [
     "Decision",
     "DuplicateWorkload",
     "Explanation",
+    "FairSharePolicy",
     "Federation",
     "Filter",
     "GangFitFilter",
@@ -75,11 +81,14 @@ __all__ = [
     "LoadScorer",
     "LocalityScorer",
     "Node",
+    "PassResult",
     "PausedFilter",
     "Placed",
     "PlacementCore",
     "PlacementError",
     "PlacementMetrics",
+    "Preempted",
+    "PreferenceFilter",
     "Queued",
     "QuotaFilter",
     "Refused",

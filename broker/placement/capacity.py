@@ -39,11 +39,10 @@ class NodeSlot:
 class ModelIndex:
     """Nodes of one GPU model, bucketed by free GPUs."""
 
-    __slots__ = ("alloc_hist", "buckets", "nodes")
+    __slots__ = ("buckets", "nodes")
 
     def __init__(self) -> None:
         self.buckets: list[list[str]] = [[]]
-        self.alloc_hist: dict[int, int] = {}  # allocatable -> node count (for "never fits")
         self.nodes: list[NodeSlot] = []
 
     def largest_free(self) -> int:
@@ -65,15 +64,16 @@ class SiteCapacity:
         self.gpus_total = 0
         self.gpus_allocated = 0
         self.gpus_free = 0
-        self._never: dict[tuple[str, int, int, float, float], tuple[int, int]] = {}
+        self.cpus_total = 0.0  # of nodes that say (0: unknown); fair share's capacity
+        self.memory_gb_total = 0.0
 
     # --- inventory ---
     def replace(self, nodes: Sequence[Node]) -> None:
         """Take a full snapshot: rebuild the index (O(nodes at this site))."""
         self.nodes = {}
         self.models = {}
-        self._never = {}
         total = allocated = free = 0
+        cpus = memory = 0.0
         for node in nodes:
             if node.name in self.nodes:
                 raise InvariantViolation(f"node {node.name} reported twice")
@@ -85,17 +85,19 @@ class SiteCapacity:
             if idx is None:
                 idx = self.models[node.gpu_model] = ModelIndex()
             idx.nodes.append(slot)
-            idx.alloc_hist[slot.allocatable] = idx.alloc_hist.get(slot.allocatable, 0) + 1
             if slot.free >= len(idx.buckets):
                 idx.buckets.extend([] for _ in range(slot.free + 1 - len(idx.buckets)))
             idx.buckets[slot.free].append(slot.name)
             total += slot.allocatable
+            cpus += slot.cpus
+            memory += slot.memory_gb
             allocated += slot.allocated
             free += slot.free
         for idx in self.models.values():
             for bucket in idx.buckets:
                 bucket.sort()
         self.gpus_total, self.gpus_allocated, self.gpus_free = total, allocated, free
+        self.cpus_total, self.memory_gb_total = cpus, memory
 
     def has_model(self, model: str) -> bool:
         return model in self.models
@@ -217,31 +219,3 @@ class SiteCapacity:
                     if len(out) == replicas:
                         return out
         return []
-
-    def never_fit(self, model: str, g: int, replicas: int, c: float = 0.0, m: float = 0.0) -> tuple[int, int]:
-        """(replicas that fit with the site empty, largest node's allocatable GPUs).
-
-        Judged on node capacity (allocatable, total CPUs/memory), not on what is free."""
-        key = (model, g, replicas, c, m)
-        hit = self._never.get(key)
-        if hit is not None:
-            return hit
-        idx = self.models.get(model)
-        if idx is None:
-            result = (0, 0)
-        else:
-            largest = max(idx.alloc_hist)
-            if c <= 0 and m <= 0:
-                fit = sum(count * (alloc // g) for alloc, count in idx.alloc_hist.items())
-            else:
-                fit = 0
-                for slot in idx.nodes:
-                    k = slot.allocatable // g
-                    if c > 0 and slot.cpus > 0:
-                        k = min(k, int(slot.cpus / c + _EPS))
-                    if m > 0 and slot.memory_gb > 0:
-                        k = min(k, int(slot.memory_gb / m + _EPS))
-                    fit += k
-            result = (min(fit, replicas), largest)
-        self._never[key] = result
-        return result

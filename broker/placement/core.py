@@ -11,16 +11,25 @@ Deciding one request (``_decide``), in steps:
   4. if no site is eligible: ``Refused`` when no site could ever take it (rule below),
      else ``Queued`` with what it waits for.
 
-Refusal rule ("can never fit"): a site can never take a request when, with the site empty
-and healthy, it still fails: backend not offered; not in the allow-list; the tenant's quota
-is below the request's GPUs; subsidy required and the tenant has no program, the site does
-not honour it, or the tenant's whole budget is below the program's share; or capacity. The
-capacity judgement uses the nodes of the site's latest report at their *allocatable* GPUs
-(and total CPUs/memory): no node of the model, or the gang does not fit even empty. A site
-that has never reported has no known nodes, so it is judged only on the static reasons
-above plus "no such GPU model" when its price list does not name the model. A request is
-refused only when every configured site can never take it; a queue pass never refuses (a
-site that shrank may grow again), it keeps the workload waiting.
+Refusal rule ("can never fit"): the filter chain itself, run with a hypothetical context
+against each site emptied and healthy (``never.py``). A request is refused only when every
+configured site can never take it; a queue pass never refuses (a site that shrank may grow
+again), it keeps the workload waiting.
+
+Time: the core has no clock. ``submit``, ``schedule`` and ``schedule_pass`` take ``now``
+(the broker's wall clock, the simulator's trace clock); without it the last time given
+holds. Time drives three things: the overflow of preferred sites (``PreferenceFilter``: a
+workload with preferred sites, its own ``prefer`` or its tenant's home site, waits up to its
+overflow time for them, then any site may take it, the preferred ones still first), the
+decay of fair-share usage (``fairshare.py``), and what a preemption would waste.
+
+Queue order: priority first; within a priority, by tenant fair share when enabled
+(``fairshare.fair_order``), oldest first within a tenant. A waiting workload whose priority
+may preempt, and that fits nowhere for capacity alone, takes back lower-priority placed work
+(``preemption.py``): the victims go back to the queue at their place (returned in the
+pass's ``PassResult.preempted`` for the broker to cancel), and the preemptor is placed at
+once if their GPUs were only reserved, else it holds that (site, GPU model) until the
+site's report shows them free (at most ``preemption_wait_s``; then it may preempt again).
 
 Anti-starvation (Slurm/Kueue-style holding, not aging): small work keeps slipping into GPUs
 a large gang is waiting for, and aging cannot fix that, because the gang is already
@@ -39,14 +48,18 @@ does not have).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import heapq
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import NamedTuple
 
 from . import explain as explain_
 from . import reasons as R
 from .capacity import SiteCapacity
 from .errors import DuplicateWorkload, InvalidRequest, InvariantViolation, UnknownSite
-from .filters import FilterContext, Hold, default_filters
+from .fairshare import FairShare, fair_order
+from .filters import FilterContext, Hold, default_filters, plain_time
 from .locality import DEFAULT_LINK_GBIT_S, DatasetCatalog
 from .metrics import PlacementMetrics
 from .model import (
@@ -56,13 +69,17 @@ from .model import (
     Explanation,
     Federation,
     Node,
+    PassResult,
     Placed,
+    Preempted,
     Queued,
     Refused,
     Request,
     ScoreTerms,
     SiteUsage,
 )
+from .never import NeverJudge
+from .preemption import PassPreemptions, Plan, Victim, plan_at_site, victim_cost
 from .pricing import Quote, quote
 from .queue import Entry, ShapeClass, ShapeSize, WorkQueue, dominates, shape_of
 from .reservations import Allocation, Ledger, QueueKey
@@ -71,6 +88,19 @@ from .site import SiteView
 
 _SUBSIDY_MODES = frozenset({"required", "preferred", "none"})
 DEFAULT_STARVATION_PASSES = 5
+DEFAULT_PREEMPTION_WAIT_S = 120.0
+# Distinct waiting shapes that may look for victims in one pass: bounds the pass's cost
+# when many high-priority workloads wait (the rest look in the next pass, a second later).
+PREEMPTION_SHAPES_PER_PASS = 16
+
+
+class _Nomination(NamedTuple):
+    """A preemptor waiting for its victims' GPUs to show free at ``site`` (Kubernetes'
+    nominated node)."""
+
+    site: str
+    model: str
+    until: float  # then it may preempt again if it still does not fit
 
 
 class _Outcome(NamedTuple):
@@ -90,6 +120,8 @@ class PlacementCore:
         *,
         starvation_passes: int = DEFAULT_STARVATION_PASSES,
         default_link_gbit_s: float = DEFAULT_LINK_GBIT_S,
+        format_time: Callable[[float], str] = plain_time,
+        preemption_wait_s: float = DEFAULT_PREEMPTION_WAIT_S,
     ) -> None:
         self._fed = federation
         self._weights = federation.weights
@@ -100,8 +132,27 @@ class PlacementCore:
         self._ledger = Ledger({t.name: t for t in federation.tenants})
         self._programs = {p.name: p for p in federation.programs}
         self._holds: dict[tuple[str, str], Hold] = {}
-        self._ctx = FilterContext(self._ledger, self._programs, self._holds)
-        self._filters = default_filters(self._ctx)
+        ctx = FilterContext(
+            self._ledger,
+            self._programs,
+            self._holds,
+            overflow_after_s=federation.overflow_after_s,
+            format_time=format_time,
+        )
+        self._ctx = ctx
+        self._filters = default_filters(ctx)
+        # The refusal rule: the same chain, asked about empty sites with nothing in use.
+        never_ctx = replace(ctx, holds={}, hypothetical=True, now=math.inf)
+        self._never = NeverJudge(default_filters(never_ctx))
+        self._fair = FairShare(
+            federation.fair_share, {t.name: t.fair_share_weight for t in federation.tenants}
+        )
+        self._preempting = federation.preempting_priorities
+        self.preemption_wait_s = preemption_wait_s
+        self._nominations: dict[str, _Nomination] = {}
+        # Placed work the last pass preempted, until the broker has charged it.
+        self._evicted: dict[str, Allocation] = {}
+        self._overflows: list[tuple[float, str]] = []  # (overflow time, workload) still in round 1
         self._catalog = DatasetCatalog(federation.datasets, federation.links_gbit_s, default_link_gbit_s)
         self._locality = LocalityScorer(self._catalog)
         self._cost = CostScorer(self._ctx)
@@ -188,18 +239,20 @@ class PlacementCore:
         return {model: SiteUsage(*counts) for model, counts in by_model.items()}
 
     # ------------------------------------------------------------------ workloads
-    def evaluate(self, request: Request) -> Decision:
+    def evaluate(self, request: Request, *, now: float | None = None) -> Decision:
         """Dry run: the decision ``submit`` would make now; changes nothing."""
         _validate(request)
+        self._at(now)
         decision = self._decide(request, refuse=True, count=False).decision
         assert decision is not None
         return decision
 
-    def submit(self, request: Request, *, refuse: bool = True) -> Decision:
+    def submit(self, request: Request, *, refuse: bool = True, now: float | None = None) -> Decision:
         """Place the request now, or queue it; ``Refused`` (only when ``refuse``) if no
         site could ever take it. A broker restoring work it had queued passes
         ``refuse=False``: that work was judged able to fit once, and keeps waiting."""
         _validate(request)
+        self._at(now)
         wid = request.workload_id
         if wid in self._queue or wid in self._ledger.allocations:
             raise DuplicateWorkload(f"workload {wid} is already held", workload=wid)
@@ -212,7 +265,9 @@ class PlacementCore:
         elif isinstance(decision, Queued):
             entry = self._entry(request, key)
             entry.explanation = decision.explanation
-            self._queue.push(entry)
+            self._enqueue(entry)
+            if request.priority in self._preempting:
+                self._dirty = True  # the next pass may find it victims
         self.metrics.decisions[type(decision).__name__.lower()] += 1
         return decision
 
@@ -246,15 +301,18 @@ class PlacementCore:
             for s in self._site_list
         )
         expl = Explanation(wid, site, candidates, R.RESTORED.format(site=site))
-        alloc = Allocation(request, site, tuple(nodes), q.program_hkd, expl, key)
+        alloc = Allocation(request, site, tuple(nodes), q.program_hkd, expl, key, placed_at=self._ctx.now)
         alloc.gpus_reserved = wid not in view.running
         self._ledger.add(alloc, view.capacity)
 
-    def cancel(self, workload_id: str) -> None:
+    def cancel(self, workload_id: str, *, now: float | None = None) -> None:
         """Queued: drop it. Placed: release GPUs, CPUs/memory, quota and budget share."""
+        self._at(now)
         queued = self._queue.remove(workload_id)
         placed = self._ledger.remove(workload_id, self._capacities())
         self._drop_holds(workload_id)
+        self._nominations.pop(workload_id, None)
+        self._evicted.pop(workload_id, None)
         if queued is not None or placed is not None:
             self._dirty = True
 
@@ -263,17 +321,22 @@ class PlacementCore:
         finished or requeued. The program pays its rate of the real cost if the workload
         was placed as subsidised, up to what the budget has left (its own reservation
         included), and that leaves the budget for good; the tenant pays the rest.
-        Releases nothing: ``finish``/``requeue``/``cancel`` do that."""
+        Releases nothing: ``finish``/``requeue``/``cancel`` do that. A workload the last
+        pass preempted is charged here too (once): it is already back in the queue."""
         alloc = self._ledger.allocations.get(workload_id)
+        reserved = True
         if alloc is None:
-            return None
+            alloc = self._evicted.pop(workload_id, None)
+            reserved = False  # its budget share was released when it was preempted
+            if alloc is None:
+                return None
         req = alloc.request
         price = self._sites[alloc.site].config.gpu_prices_hkd_per_hour.get(req.gpu_model, 0.0)
         cost = req.gpus_total * max(0.0, hours) * price
         program = self._ctx.program_of(req.tenant) if alloc.program_hkd > 0 else None
         paid = 0.0
         if program is not None:
-            available = self._ledger.budget_left(req.tenant) + alloc.program_hkd
+            available = self._ledger.budget_left(req.tenant) + (alloc.program_hkd if reserved else 0.0)
             paid = min(cost * program.rate, available)
             self._ledger.spend(req.tenant, paid)
         return Charge(
@@ -301,29 +364,51 @@ class PlacementCore:
         """HK$ the tenant's program has not paid out yet (reservations included)."""
         return self._ledger.policy(tenant).budget_hkd
 
-    def finish(self, workload_id: str) -> None:
+    def finish(self, workload_id: str, *, now: float | None = None) -> None:
         """The workload ended (succeeded or failed): release like cancel."""
-        self.cancel(workload_id)
+        self.cancel(workload_id, now=now)
 
-    def requeue(self, workload_id: str) -> None:
+    def requeue(self, workload_id: str, *, now: float | None = None) -> None:
         """A placed workload goes back to the queue at its original position."""
+        self._at(now)
         alloc = self._ledger.remove(workload_id, self._capacities())
         if alloc is None:
             return
         self._drop_holds(workload_id)
-        self._queue.push(self._entry(alloc.request, alloc.key))
+        self._enqueue(self._entry(alloc.request, alloc.key))
         self._dirty = True
 
     def explain(self, workload_id: str) -> Explanation | None:
+        """A placed workload's decision; a queued one's reasons now, with its preemption
+        (if the core took it back) and its tenant's fair share."""
         alloc = self._ledger.allocations.get(workload_id)
         if alloc is not None:
             return alloc.explanation
         entry = self._queue.get(workload_id)
         if entry is None:
             return None
+        expl = self._queued_explanation(entry)
+        notes = [expl.summary]
+        if entry.note:
+            notes.append(entry.note)
+        if self._fair.enabled and self._tenants_competing():
+            tenant = entry.request.tenant
+            share = self._share(tenant)
+            notes.append(R.FAIR_SHARE.format(tenant=tenant, share=share, weight=self._fair.weight(tenant)))
+        return expl if len(notes) == 1 else replace(expl, summary="; ".join(notes))
+
+    def _tenants_competing(self) -> bool:
+        """More than one tenant waits or holds GPUs: only then does fair share order anything."""
+        tenants = set(self._queue.tenants)
+        if len(tenants) > 1:
+            return True
+        return any(g and t not in tenants for t, g in self._ledger.gpus_in_use.items())
+
+    def _queued_explanation(self, entry: Entry) -> Explanation:
+        workload_id = entry.request.workload_id
         if entry.explanation is None:
             if entry.failures is not None:  # evaluated by the last pass: its reasons
-                entry.explanation = self._waiting(workload_id, entry.failures)
+                entry.explanation = self._waiting(entry.request, entry.failures)
             else:  # skipped by shape in the last pass: evaluate it now
                 decision = self._decide(entry.request, refuse=False, count=False).decision
                 assert decision is not None
@@ -334,42 +419,86 @@ class PlacementCore:
         return entry.explanation
 
     def queued_ids(self) -> list[str]:
-        return [e.request.workload_id for e in self._queue.entries()]
+        """Queue order as the next pass would start it (shares as they stand now)."""
+        entries = self._queue.entries()
+        if self._fair.enabled:
+            # Positions as if each were placed in turn: its tenant's share rises by its size.
+            extra: dict[str, list[float]] = {}
+
+            def share(tenant: str) -> float:
+                held = self._ledger.held(tenant)
+                more = extra.get(tenant, [0.0, 0.0, 0.0])
+                return self._fair.share(
+                    tenant, (held[0] + more[0], held[1] + more[1], held[2] + more[2]), self._capacity()
+                )
+
+            ordered = []
+            for e in fair_order(entries, share):
+                ordered.append(e)
+                r = e.request
+                more = extra.setdefault(r.tenant, [0.0, 0.0, 0.0])
+                more[0] += r.gpus_total
+                more[1] += r.cpus_per_replica * r.replicas
+                more[2] += r.memory_gb_per_replica * r.replicas
+            entries = ordered
+        return [e.request.workload_id for e in entries]
+
+    def fair_shares(self) -> dict[str, float]:
+        """Tenant -> its fair share now, for every tenant with queued or placed work or
+        recent use (metrics, ``fedbroker list``)."""
+        tenants = set(self._queue.tenants)
+        tenants |= {t for t, g in self._ledger.gpus_in_use.items() if g}
+        tenants |= self._fair.tenants()
+        return {t: self._share(t) for t in sorted(tenants)}
 
     def holds(self) -> dict[tuple[str, str], str]:
         """(site, GPU model) -> the workload holding it against starvation (for metrics)."""
         return {k: h.workload for k, h in self._holds.items()}
 
     # ------------------------------------------------------------------ the queue pass
-    def schedule(self, *, force: bool = False) -> list[Placed]:
+    def schedule(self, *, force: bool = False, now: float | None = None) -> list[Placed]:
+        """One queue pass; the placements it made (see ``schedule_pass``, which also
+        returns its preemptions: a broker that enables preemption calls that)."""
+        return list(self.schedule_pass(force=force, now=now).placed)
+
+    def schedule_pass(self, *, force: bool = False, now: float | None = None) -> PassResult:
         """One pass over the queue in order, placing what fits and reserving as it goes.
 
-        0. if nothing changed since the last pass (and not ``force``), return at once: a
-           pass over an unchanged state places nothing;
-        1. forget the last pass's holds (this pass rebuilds them in order);
-        2. for each queued workload, cheapest test first:
+        0. if nothing changed since the last pass (and not ``force``), and no waiting
+           workload's overflow time has come, return at once: a pass over an unchanged
+           state places nothing;
+        1. forget the last pass's holds (this pass rebuilds them in order), keeping those
+           of preemptors waiting for their victims' GPUs;
+        2. for each queued workload, in queue order (fair share within a priority),
+           cheapest test first:
            a. skip it if its gang size (GPU model, GPUs/replica, replicas, CPUs, memory),
               or a smaller one, fits no site's free nodes now (one bucket sum per site,
               asked once per size and remembered until the next placement);
            b. skip it if its shape, or a smaller one of its class, already failed;
            c. else run the filters and scores: place it, or record its shape as failed;
-           a workload overtaken often enough holds the sites it waits for;
+           a workload overtaken often enough holds the sites it waits for; one whose
+           priority may preempt looks for victims where only capacity is missing;
         3. drop the placed from the queue; count who was overtaken.
 
         Failing is monotone within a pass (placements only take capacity, quota and
-        budget), so what failed once stays failed until the pass ends. Cost: O(queue) set
-        lookups + O(distinct gang sizes x sites x GPUs per node) + one full decision per
-        distinct shape that passes (a) + one per placement. Skipped workloads' explanations
-        are rebuilt on demand by ``explain``.
+        budget; a preemption frees capacity only for its preemptor, which holds it), so
+        what failed once stays failed until the pass ends. Cost: O(queue) set lookups and
+        heap steps + O(distinct gang sizes x sites x GPUs per node) + one full decision per
+        distinct shape that passes (a) + one per placement + a bounded number of victim
+        searches. Skipped workloads' explanations are rebuilt on demand by ``explain``.
         """
+        self._at(now)
         metrics = self.metrics
+        self._evicted.clear()  # the broker charged the last pass's victims after it
         if self._ctx.paused:
-            return []  # stays dirty: the pass runs when placement resumes
+            return PassResult(())  # stays dirty: the pass runs when placement resumes
+        self._overflow_due()
         if not (self._dirty or force):
             metrics.passes_skipped += 1
-            return []
+            return PassResult(())
         self._dirty = False
         self._holds.clear()
+        self._hold_nominated()
         metrics.passes += 1
         sites = self._site_list
         failed: dict[int, tuple[str, ...] | None] = {}  # shape id -> hold sites (None: unknown)
@@ -381,8 +510,19 @@ class PlacementCore:
         waiting: list[tuple[int, Entry]] = []
         placed: list[Placed] = []
         placed_ids: set[str] = set()
+        preempted: list[Preempted] = []
+        preempt = PassPreemptions(PREEMPTION_SHAPES_PER_PASS)
         starve = self.starvation_passes
-        for pos, entry in enumerate(self._queue.entries()):
+        shares: dict[str, float] = {}
+
+        def share(tenant: str) -> float:
+            if tenant not in shares:
+                shares[tenant] = self._share(tenant)
+            return shares[tenant]
+
+        entries = self._queue.entries()
+        order = fair_order(entries, share) if self._fair.enabled else entries
+        for pos, entry in enumerate(order):
             req = entry.request
             skip = entry.cap in cap_failed or entry.shape in failed
             if not skip and entry.cap not in cap_ok:
@@ -405,15 +545,28 @@ class PlacementCore:
             if skip:
                 metrics.skipped_by_shape += 1
                 entry.explanation = entry.failures = None
-                waiting.append((pos, entry))
-                if entry.waits >= starve and any(
-                    (site.name, req.gpu_model) not in self._holds for site in sites
+                preempting = self._may_preempt(entry, preempt)
+                if preempting or (
+                    entry.waits >= starve
+                    and any((site.name, req.gpu_model) not in self._holds for site in sites)
                 ):
                     hold_sites = failed.get(entry.shape)
                     if hold_sites is None:  # not evaluated in this pass: ask, once per shape
                         hold_sites = self._decide(req, refuse=False, count=False).hold_sites
                         failed[entry.shape] = hold_sites
-                    self._hold(entry, hold_sites)
+                    if preempting:
+                        done = self._preempt(entry, hold_sites, preempt, preempted)
+                        if done is not None:  # placed at once on GPUs its victims had reserved
+                            placed.append(done)
+                            placed_ids.add(req.workload_id)
+                            last_place[req.gpu_model] = pos
+                            cap_ok.clear()
+                            if self._fair.enabled:
+                                shares[req.tenant] = self._share(req.tenant)
+                            continue
+                    if entry.waits >= starve:
+                        self._hold(entry, hold_sites)
+                waiting.append((pos, entry))
                 continue
             metrics.evaluated_in_passes += 1
             out = self._decide(req, refuse=False, count=True, explain=False)
@@ -423,10 +576,22 @@ class PlacementCore:
                 placed_ids.add(req.workload_id)
                 last_place[req.gpu_model] = pos
                 cap_ok.clear()  # capacity shrank: "fits somewhere" must be asked again
+                if self._fair.enabled:
+                    shares[req.tenant] = self._share(req.tenant)  # its next workload waits its turn
                 continue
             entry.explanation, entry.failures = None, out.failures
             failed[entry.shape] = out.hold_sites
             failed_sizes.setdefault(entry.klass, []).append(entry.size)
+            if self._may_preempt(entry, preempt):
+                done = self._preempt(entry, out.hold_sites, preempt, preempted)
+                if done is not None:
+                    placed.append(done)
+                    placed_ids.add(req.workload_id)
+                    last_place[req.gpu_model] = pos
+                    cap_ok.clear()
+                    if self._fair.enabled:
+                        shares[req.tenant] = self._share(req.tenant)
+                    continue
             waiting.append((pos, entry))
             if entry.waits >= starve:
                 self._hold(entry, out.hold_sites)
@@ -435,7 +600,77 @@ class PlacementCore:
             if last_place.get(entry.request.gpu_model, -1) > pos:
                 entry.waits += 1
         metrics.decisions["placed"] += len(placed)
-        return placed
+        metrics.preempted += len(preempted)
+        return PassResult(tuple(placed), tuple(preempted))
+
+    def _may_preempt(self, entry: Entry, preempt: PassPreemptions) -> bool:
+        req = entry.request
+        if req.priority not in self._preempting or not preempt.may_try(entry.shape):
+            return False
+        nomination = self._nominations.get(req.workload_id)
+        if nomination is not None:
+            if self._ctx.now < nomination.until:
+                return False  # its victims' GPUs are on their way
+            del self._nominations[req.workload_id]  # waited long enough: it may look again
+        return True
+
+    def _preempt(
+        self, entry: Entry, hold_sites: Sequence[str], preempt: PassPreemptions, out: list[Preempted]
+    ) -> Placed | None:
+        """Take back the cheapest lower-priority work at one of ``hold_sites`` so that the
+        entry fits there; place it now if that freed GPUs at once, else nominate it."""
+        req = entry.request
+        plan = self._plan(req, hold_sites, preempt)
+        preempt.tried(entry.shape, plan is not None)
+        if plan is None:
+            return None
+        for victim in plan.victims:
+            vreq = victim.request
+            vid = vreq.workload_id
+            self._ledger.remove(vid, self._capacities())
+            self._drop_holds(vid)
+            self._evicted[vid] = victim
+            reason = R.PREEMPTED.format(
+                site=plan.site,
+                preemptor=req.workload_id,
+                priority=req.priority,
+                victim_priority=vreq.priority,
+            )
+            back = self._entry(vreq, victim.key)
+            back.note = reason
+            self._enqueue(back)
+            out.append(Preempted(vid, plan.site, req.workload_id, reason))
+        self._dirty = True  # victims wait again: the next pass looks at them
+        decided = self._decide(req, refuse=False, count=False)
+        if isinstance(decided.decision, Placed):
+            self._commit(req, decided, entry.key)
+            return decided.decision
+        self._nominations[req.workload_id] = _Nomination(
+            plan.site, req.gpu_model, self._ctx.now + self.preemption_wait_s
+        )
+        self._holds[(plan.site, req.gpu_model)] = Hold(
+            req.workload_id, (-req.priority, req.seq), entry.waits, nominated=True
+        )
+        return None
+
+    def _plan(self, req: Request, hold_sites: Sequence[str], preempt: PassPreemptions) -> Plan | None:
+        best: Plan | None = None
+        now = self._ctx.now
+        allocations = self._ledger.allocations
+        for name in hold_sites:  # in site-name order: ties go to the first
+            victims = []
+            for alloc in preempt.placed_at(allocations, name, req.gpu_model):
+                vreq = alloc.request
+                if vreq.priority >= req.priority:
+                    continue
+                prefer = self._ctx.preference(vreq)
+                victims.append(Victim(alloc, victim_cost(alloc, now, not prefer or name in prefer)))
+            if not victims:
+                continue
+            plan = plan_at_site(name, self._sites[name].capacity, req, victims)
+            if plan is not None and (best is None or plan.cost < best.cost):
+                best = plan
+        return best
 
     # ------------------------------------------------------------------ internals
     def _decide(self, request: Request, *, refuse: bool, count: bool, explain: bool = True) -> _Outcome:
@@ -463,19 +698,36 @@ class PlacementCore:
         if eligible:
             return self._choose(request, eligible, failures)
         if refuse:
-            never = [(s.name, self._never(s, request)) for s in self._site_list]
+            snapshots = self._snapshots
+            never = [
+                (s.name, self._never.reasons(s, snapshots.get(s.name, ()), request)) for s in self._site_list
+            ]
             if all(rs for _, rs in never):
                 return _Outcome(Refused(wid, explain_.refused(wid, never)), None, None, ())
         if not explain:
             return _Outcome(None, None, None, tuple(hold_sites), failures)
-        expl = self._waiting(wid, failures)
+        expl = self._waiting(request, failures)
         return _Outcome(Queued(wid, expl), None, None, tuple(hold_sites), failures)
 
-    def _waiting(self, wid: str, failures: list[list[tuple[str, str]]]) -> Explanation:
+    def _waiting(self, request: Request, failures: list[list[tuple[str, str]]]) -> Explanation:
         candidates = [
             explain_.ineligible(s.name, fails) for s, fails in zip(self._site_list, failures, strict=True)
         ]
-        return explain_.waiting(wid, candidates, failures)
+        return explain_.waiting(request.workload_id, candidates, failures, self._round_note(request, None))
+
+    def _round_note(self, request: Request, chosen: str | None) -> str | None:
+        """Where a workload with preferred sites stands: which round, and when it overflows."""
+        ctx = self._ctx
+        prefer = ctx.preference(request)
+        if not prefer:
+            return None
+        if chosen is not None and chosen in prefer:
+            return R.PREFERRED_SITE
+        at = ctx.overflow_at(request)
+        preferred = ", ".join(prefer)
+        if ctx.now < at:
+            return R.ROUND_ONE.format(preferred=preferred, at=ctx.format_time(at))
+        return R.ROUND_TWO.format(preferred=preferred, at=ctx.format_time(at))
 
     def _choose(
         self, request: Request, eligible: list[int], failures: list[list[tuple[str, str]]]
@@ -493,8 +745,16 @@ class PlacementCore:
             loc = self._catalog.hours(request.datasets, site.name) if request.datasets else 0.0
             terms.append(ScoreTerms(loc, q.tenant_hkd, site.load_after(gpus)))
         scores = rank(terms, self._weights, request.estimated_hours)
-        # lowest score wins; eligible is in site-name order, so min() breaks ties by name
-        best = min(range(len(eligible)), key=scores.__getitem__)
+        # An eligible preferred site wins in preference order, whatever the scores; else
+        # the lowest score; eligible is in site-name order, so min() breaks ties by name.
+        prefer = self._ctx.preference(request)
+        if prefer:
+            ranks = [
+                prefer.index(sites[i].name) if sites[i].name in prefer else len(prefer) for i in eligible
+            ]
+            best = min(range(len(eligible)), key=lambda k: (ranks[k], scores[k]))
+        else:
+            best = min(range(len(eligible)), key=scores.__getitem__)
         candidates: list[Candidate] = []
         j = 0
         for i, site in enumerate(sites):
@@ -518,61 +778,26 @@ class PlacementCore:
                 site=chosen.name,
             )
         wid = request.workload_id
-        expl = explain_.placed(wid, candidates[eligible[best]], candidates)
+        expl = explain_.placed(
+            wid, candidates[eligible[best]], candidates, self._round_note(request, chosen.name)
+        )
         decision = Placed(wid, chosen.name, tuple(nodes), expl)
         return _Outcome(decision, chosen, quotes[best], ())
-
-    def _never(self, site: SiteView, request: Request) -> list[str]:
-        """Reasons this site could never take the request (empty: it might, some day).
-
-        Mirrors the filter chain with the site empty and healthy, stopping at the same
-        ``final`` (configuration) reasons."""
-        cfg = site.config
-        if request.backend not in cfg.backends:
-            return [R.BACKEND_NOT_OFFERED.format(backend=request.backend)]
-        model = request.gpu_model
-        priced = model in cfg.gpu_prices_hkd_per_hour
-        if not (site.capacity.has_model(model) if site.reported else priced):
-            return [R.NO_GPU_MODEL.format(model=model)]
-        if not priced:
-            return [R.NOT_PRICED.format(model=model)]
-        if request.sites and site.name not in request.sites:
-            return [R.NOT_ALLOWED]
-        policy = self._ledger.policy(request.tenant)
-        program = None
-        if request.subsidy == "required":
-            program = self._ctx.program_of(request.tenant)
-            if program is None:
-                return [R.NO_SUBSIDY_PROGRAM]
-            if program.name not in cfg.subsidy_programs:
-                return [R.SUBSIDY_NOT_HONOURED.format(program=program.name)]
-        out: list[str] = []
-        gpus = request.gpus_total
-        if policy.quota_gpus is not None and gpus > policy.quota_gpus:
-            out.append(R.QUOTA_NEVER.format(needed=gpus, quota=policy.quota_gpus))
-        if program is not None:
-            q = quote(cfg, request, program, policy.budget_hkd)
-            if not q.subsidised:
-                out.append(R.SUBSIDY_BUDGET.format(left=policy.budget_hkd, needed=q.needed_hkd))
-        if site.reported:
-            g, n = request.gpus_per_replica, request.replicas
-            c, m = request.cpus_per_replica, request.memory_gb_per_replica
-            fit, largest = site.capacity.never_fit(model, g, n, c, m)
-            if fit < n:
-                shape = R.shape_text(n, g, model, c, m)
-                if largest < g:
-                    out.append(R.GANG_NEVER_NODE.format(shape=shape, largest=largest))
-                else:
-                    out.append(R.GANG_NEVER_PARTIAL.format(shape=shape, fit=fit, replicas=n))
-        return out
 
     def _commit(self, request: Request, out: _Outcome, key: QueueKey) -> None:
         decision = out.decision
         assert isinstance(decision, Placed) and out.site is not None and out.quote is not None
         alloc = Allocation(
-            request, decision.site, decision.nodes, out.quote.program_hkd, decision.explanation, key
+            request,
+            decision.site,
+            decision.nodes,
+            out.quote.program_hkd,
+            decision.explanation,
+            key,
+            placed_at=self._ctx.now,
         )
         self._ledger.add(alloc, out.site.capacity)
+        self._nominations.pop(request.workload_id, None)
 
     def _hold(self, entry: Entry, sites: Sequence[str]) -> None:
         req = entry.request
@@ -583,6 +808,55 @@ class PlacementCore:
     def _drop_holds(self, workload_id: str) -> None:
         for k in [k for k, h in self._holds.items() if h.workload == workload_id]:
             del self._holds[k]
+
+    def _at(self, now: float | None) -> None:
+        """Time passes to ``now`` (None: the last time given): fair share decays and accrues."""
+        if now is None or now <= self._ctx.now:
+            return
+        self._ctx.now = now
+        if self._fair.enabled:
+            held = {t: self._ledger.held(t) for t, g in self._ledger.gpus_in_use.items() if g}
+            self._fair.advance(now, held)
+
+    def _capacity(self) -> tuple[float, float, float]:
+        """The federation's GPUs, CPUs and memory GB, as reported (fair share's yardstick)."""
+        total = [0.0, 0.0, 0.0]
+        for site in self._site_list:
+            cap = site.capacity
+            total[0] += cap.gpus_total
+            total[1] += cap.cpus_total
+            total[2] += cap.memory_gb_total
+        return (total[0], total[1], total[2])
+
+    def _share(self, tenant: str) -> float:
+        return self._fair.share(tenant, self._ledger.held(tenant), self._capacity())
+
+    def _enqueue(self, entry: Entry) -> None:
+        self._queue.push(entry)
+        req = entry.request
+        if self._ctx.preference(req):
+            at = self._ctx.overflow_at(req)
+            if at > self._ctx.now:  # still in round 1: a pass is due when it overflows
+                heapq.heappush(self._overflows, (at, req.workload_id))
+
+    def _overflow_due(self) -> None:
+        """A waiting workload's overflow time has come: other sites may take it now."""
+        now = self._ctx.now
+        while self._overflows and self._overflows[0][0] <= now:
+            _, wid = heapq.heappop(self._overflows)
+            if wid in self._queue:
+                self._dirty = True
+
+    def _hold_nominated(self) -> None:
+        """Re-hold what waiting preemptors were promised (dropped if its site went away)."""
+        for wid, nom in list(self._nominations.items()):
+            entry = self._queue.get(wid)
+            if entry is None or not self._sites[nom.site].healthy:
+                del self._nominations[wid]
+                continue
+            req = entry.request
+            hold = Hold(wid, (-req.priority, req.seq), entry.waits, nominated=True)
+            self._holds.setdefault((nom.site, nom.model), hold)
 
     def _capacities(self) -> dict[str, SiteCapacity]:
         return {name: view.capacity for name, view in self._sites.items()}

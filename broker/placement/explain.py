@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from . import reasons as R
 from .model import Candidate, Explanation
 
-# Failing one of these means the site is out by configuration, so it is never what a
-# queued workload "waits for".
-_STATIC = frozenset({R.BACKEND, R.ALLOWED_SITES, R.SUBSIDY_PROGRAM})
+# Failing one of these means the site is out by configuration (or, for the preference
+# round, until a time the summary's round note gives), so it is never what a queued
+# workload "waits for".
+_STATIC = frozenset({R.BACKEND, R.ALLOWED_SITES, R.SUBSIDY_PROGRAM, R.PREFERENCE})
 
 Failures = Sequence[tuple[str, str]]  # (filter name, reason text) in chain order
 
@@ -22,14 +23,23 @@ def ineligible(site: str, failures: Failures) -> Candidate:
     return Candidate(site, False, tuple(r for _, r in failures), None, None)
 
 
-def placed(workload: str, chosen: Candidate, candidates: Sequence[Candidate]) -> Explanation:
-    summary = R.PLACED.format(site=chosen.site, score=chosen.score or 0.0)
+def _noted(summary: str, note: str | None) -> str:
+    return summary if note is None else f"{summary}; {note}"
+
+
+def placed(
+    workload: str, chosen: Candidate, candidates: Sequence[Candidate], note: str | None = None
+) -> Explanation:
+    summary = _noted(R.PLACED.format(site=chosen.site, score=chosen.score or 0.0), note)
     return Explanation(workload, chosen.site, tuple(candidates), summary)
 
 
-def waiting(workload: str, candidates: Sequence[Candidate], failures: Sequence[Failures]) -> Explanation:
+def waiting(
+    workload: str, candidates: Sequence[Candidate], failures: Sequence[Failures], note: str | None = None
+) -> Explanation:
     """Queued: name the most promising blocker, i.e. the first reason of the site with the
-    fewest reasons among sites not ruled out by config (ties by site name)."""
+    fewest reasons among sites not ruled out by config (ties by site name); ``note`` (the
+    preference round) is appended."""
     best: tuple[int, int] | None = None
     for i, fails in enumerate(failures):
         if not fails or any(name in _STATIC for name, _ in fails):
@@ -39,7 +49,8 @@ def waiting(workload: str, candidates: Sequence[Candidate], failures: Sequence[F
     if best is None:  # every site is out by config: say so for the first one
         best = (0, 0) if failures and failures[0] else None
     if best is None:
-        return Explanation(workload, None, tuple(candidates), R.WAITING.format(reason=R.NO_SITES))
+        summary = _noted(R.WAITING.format(reason=R.NO_SITES), note)
+        return Explanation(workload, None, tuple(candidates), summary)
     i = best[1]
     reason = failures[i][0][1]
     everywhere = all(any(r == reason for _, r in fails) for fails in failures if fails)
@@ -47,7 +58,7 @@ def waiting(workload: str, candidates: Sequence[Candidate], failures: Sequence[F
         summary = R.WAITING.format(reason=reason)
     else:
         summary = R.WAITING_AT.format(reason=reason, site=candidates[i].site)
-    return Explanation(workload, None, tuple(candidates), summary)
+    return Explanation(workload, None, tuple(candidates), _noted(summary, note))
 
 
 def fits_next_pass(workload: str, site: str, candidates: Sequence[Candidate]) -> Explanation:

@@ -4,12 +4,17 @@
 A filter marked ``final`` rules the site out for good (static config, or no such GPUs), so
 the pipeline stops there instead of adding reasons that follow from it; otherwise every
 failing filter's reason is kept, so an explanation shows all that stands in the way.
+
+The same chain also answers "can this site *ever* take it?" (the refusal rule): run with a
+*hypothetical* context (nothing in use, the whole budget, no holds, no pause, time at
+infinity) against the site emptied and healthy (``never.py``). So refusal cannot drift from
+placement; a filter only picks the wording of its reason from ``ctx.hypothetical``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from . import reasons as R
@@ -26,6 +31,7 @@ class Hold:
     workload: str
     order: tuple[int, int]  # (-priority, seq) of the holder
     passes: int
+    nominated: bool = False  # held for a preemptor until its victims' GPUs show free
 
 
 class Filter(Protocol):
@@ -33,6 +39,11 @@ class Filter(Protocol):
     final: bool  # a rejection here makes the later filters moot
 
     def check(self, site: SiteView, request: Request) -> str | None: ...
+
+
+def plain_time(t: float) -> str:
+    """How the core writes a time when the broker gives it no calendar (the simulator)."""
+    return f"t={t:,.0f}s"
 
 
 @dataclass(slots=True)
@@ -43,10 +54,37 @@ class FilterContext:
     programs: Mapping[str, SubsidyProgram]
     holds: dict[tuple[str, str], Hold]
     paused: bool = False  # an operator stopped placement (`fedbroker pause`)
+    now: float = 0.0  # the time of the core's current call (the core has no clock)
+    overflow_after_s: float = 600.0  # the federation's default
+    hypothetical: bool = False  # the "can it ever fit" judgement: nothing in use, no time limit
+    format_time: Callable[[float], str] = field(default=plain_time)
 
     def program_of(self, tenant: str) -> SubsidyProgram | None:
         name = self.ledger.policy(tenant).subsidy_program
         return None if name is None else self.programs.get(name)
+
+    def in_use(self, tenant: str) -> int:
+        return 0 if self.hypothetical else self.ledger.gpus_in_use.get(tenant, 0)
+
+    def budget_left(self, tenant: str) -> float:
+        if self.hypothetical:
+            return self.ledger.policy(tenant).budget_hkd  # the whole budget, none reserved
+        return self.ledger.budget_left(tenant)
+
+    def preference(self, request: Request) -> tuple[str, ...]:
+        """Preferred sites in order: the request's own, else its tenant's home site; only
+        those its allow-list permits."""
+        prefer = request.prefer
+        if not prefer:
+            home = self.ledger.policy(request.tenant).home_site
+            prefer = (home,) if home else ()
+        if prefer and request.sites:
+            prefer = tuple(s for s in prefer if s in request.sites)
+        return prefer
+
+    def overflow_at(self, request: Request) -> float:
+        after = request.overflow_after_s
+        return request.submitted_at + (self.overflow_after_s if after is None else after)
 
 
 class PausedFilter:
@@ -107,14 +145,17 @@ class QuotaFilter:
     final = False
 
     def __init__(self, ctx: FilterContext) -> None:
-        self._ledger = ctx.ledger
+        self._ctx = ctx
 
     def check(self, site: SiteView, request: Request) -> str | None:
-        quota = self._ledger.policy(request.tenant).quota_gpus
+        quota = self._ctx.ledger.policy(request.tenant).quota_gpus
         if quota is None:
             return None
-        in_use = self._ledger.gpus_in_use.get(request.tenant, 0)
-        if in_use + request.gpus_per_replica * request.replicas <= quota:
+        gpus = request.gpus_total
+        if gpus > quota:  # more than the whole quota: no amount of waiting helps
+            return R.QUOTA_NEVER.format(needed=gpus, quota=quota)
+        in_use = self._ctx.in_use(request.tenant)
+        if in_use + gpus <= quota:
             return None
         return R.QUOTA_EXCEEDED.format(quota=quota, in_use=in_use)
 
@@ -153,7 +194,7 @@ class SubsidyBudgetFilter:
         if request.subsidy != "required":
             return None
         program = self._ctx.program_of(request.tenant)
-        left = self._ctx.ledger.budget_left(request.tenant)
+        left = self._ctx.budget_left(request.tenant)
         q = quote(site.config, request, program, left)
         if q.subsidised:
             return None
@@ -177,7 +218,34 @@ class HeldFilter:
             return None
         if (-request.priority, request.seq) < hold.order:  # ahead of the holder: not blocked
             return None
+        if hold.nominated:
+            return R.GPUS_NOMINATED.format(model=request.gpu_model, holder=hold.workload)
         return R.GPUS_HELD.format(model=request.gpu_model, holder=hold.workload, passes=hold.passes)
+
+
+class PreferenceFilter:
+    """Round 1 of a workload with preferred sites: only those, until its overflow time.
+
+    Final: in round 1 another site is out whatever else holds there, and skipping its
+    node-level fit keeps a long preferred-only queue cheap."""
+
+    name = R.PREFERENCE
+    final = True
+
+    def __init__(self, ctx: FilterContext) -> None:
+        self._ctx = ctx
+
+    def check(self, site: SiteView, request: Request) -> str | None:
+        ctx = self._ctx
+        if ctx.hypothetical:
+            return None  # every workload overflows some day
+        prefer = ctx.preference(request)
+        if not prefer or site.name in prefer:
+            return None
+        at = ctx.overflow_at(request)
+        if ctx.now >= at:
+            return None
+        return R.NOT_PREFERRED_YET.format(preferred=", ".join(prefer), at=ctx.format_time(at))
 
 
 class GangFitFilter:
@@ -185,6 +253,9 @@ class GangFitFilter:
 
     name = R.GANG_FIT
     final = False
+
+    def __init__(self, ctx: FilterContext) -> None:
+        self._ctx = ctx
 
     def check(self, site: SiteView, request: Request) -> str | None:
         cap = site.capacity
@@ -194,6 +265,10 @@ class GangFitFilter:
             return None
         shape = R.shape_text(n, g, request.gpu_model, request.cpus_per_replica, request.memory_gb_per_replica)
         largest = cap.largest_free(request.gpu_model)
+        if self._ctx.hypothetical:  # the site empty: its nodes are too small, or too few
+            if largest < g:
+                return R.GANG_NEVER_NODE.format(shape=shape, largest=largest)
+            return R.GANG_NEVER_PARTIAL.format(shape=shape, fit=fit, replicas=n)
         if largest < g:
             return R.GANG_NO_BLOCK.format(shape=shape, largest=largest)
         return R.GANG_PARTIAL.format(shape=shape, fit=fit, replicas=n)
@@ -207,9 +282,10 @@ def default_filters(ctx: FilterContext) -> tuple[Filter, ...]:
         BackendFilter(),  # static: the site cannot run this kind of job at all
         GpuModelFilter(),  # no node of the model reported: nothing below can help
         AllowListFilter(),  # static: the tenant excluded the site
+        PreferenceFilter(ctx),  # round 1: preferred sites only, until the overflow time
         SubsidyProgramFilter(ctx),  # subsidy: required -> approved and honoured here
         QuotaFilter(ctx),  # tenant-wide: same answer at every site
         SubsidyBudgetFilter(ctx),  # subsidy: required -> the remaining budget covers it
         HeldFilter(ctx),  # anti-starvation: GPUs kept for a long-waiting gang
-        GangFitFilter(),  # the expensive one: whole gang on real nodes, replica by replica
+        GangFitFilter(ctx),  # the expensive one: whole gang on real nodes, replica by replica
     )

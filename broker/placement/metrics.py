@@ -17,3 +17,4 @@ class PlacementMetrics:
     passes_skipped: int = 0  # passes asked for with nothing changed since the last
     evaluated_in_passes: int = 0  # queued workloads fully evaluated by passes
     skipped_by_shape: int = 0  # queued workloads skipped because their shape already failed
+    preempted: int = 0  # placed workloads taken back for higher-priority work

@@ -45,6 +45,8 @@ class TenantPolicy:
     # what was already spent (settled), not minus what restored workloads will re-reserve.
     budget_hkd: float = 0.0
     quota_gpus: int | None = None  # None = unlimited
+    home_site: str | None = None  # preferred for its work that names no `prefer` of its own
+    fair_share_weight: float = 1.0  # a tenant of weight 2 is entitled to twice the share
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,14 @@ class Weights:
 
 
 @dataclass(frozen=True, slots=True)
+class FairSharePolicy:
+    """Queue order within a priority by each tenant's weighted share (see fairshare.py)."""
+
+    enabled: bool = True
+    half_life_s: float = 7 * 24 * 3600.0  # past usage counts half after this long
+
+
+@dataclass(frozen=True, slots=True)
 class Federation:
     sites: tuple[SiteConfig, ...]
     programs: tuple[SubsidyProgram, ...] = ()
@@ -71,6 +81,12 @@ class Federation:
     # default_link_gbit_s (1 Gbit/s unless the broker passes another).
     links_gbit_s: Mapping[frozenset[str], float] = field(default_factory=dict)
     weights: Weights = Weights()
+    # A workload with preferred sites waits this long for them before other sites are
+    # candidates, unless it sets its own ``overflow_after_s``.
+    overflow_after_s: float = 600.0
+    fair_share: FairSharePolicy = FairSharePolicy()
+    # Priorities whose work may preempt running work of lower priority (off for the rest).
+    preempting_priorities: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +107,9 @@ class Request:
     estimated_hours: float = 1.0
     sites: tuple[str, ...] = ()  # allow-list; empty = any
     seq: int = 0  # submission order (older = smaller); the broker assigns it
+    prefer: tuple[str, ...] = ()  # preferred sites, in order; empty = the tenant's home site
+    overflow_after_s: float | None = None  # None = the federation's default
+    submitted_at: float = 0.0  # when its overflow clock started (same time base as ``now``)
 
     @property
     def gpus_total(self) -> int:
@@ -165,6 +184,27 @@ class Refused:
 
 
 Decision = Placed | Queued | Refused
+
+
+@dataclass(frozen=True, slots=True)
+class Preempted:
+    """A running (or placed) workload the core took back to make room for a higher priority.
+
+    The core has already put it back in its queue (at its original place); the broker
+    cancels its attempt at ``site`` and requeues it without using one of its attempts."""
+
+    workload_id: str
+    site: str
+    preemptor: str
+    reason: str  # reasons.PREEMPTED, formatted
+
+
+@dataclass(frozen=True, slots=True)
+class PassResult:
+    """What one queue pass did: placements, and the preemptions made for waiting work."""
+
+    placed: tuple[Placed, ...]
+    preempted: tuple[Preempted, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ queue x nodes.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
+from collections import Counter
 
 from .model import Explanation, Request
 from .reservations import QueueKey
@@ -62,6 +63,7 @@ class Entry:
         "failures",
         "key",
         "klass",
+        "note",
         "request",
         "shape",
         "size",
@@ -79,6 +81,7 @@ class Entry:
         self.waits = 0  # queue passes in which later work of its GPU model overtook it
         self.explanation: Explanation | None = None  # None: built on demand
         self.failures: list[list[tuple[str, str]]] | None = None  # the last pass's reasons
+        self.note: str | None = None  # why it is back in the queue (a preemption), until placed
 
 
 def _key(entry: Entry) -> QueueKey:
@@ -89,6 +92,7 @@ class WorkQueue:
     def __init__(self) -> None:
         self._entries: list[Entry] = []  # sorted by key
         self._by_id: dict[str, Entry] = {}
+        self.tenants: Counter[str] = Counter()  # tenant -> queued workloads
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -102,20 +106,29 @@ class WorkQueue:
     def push(self, entry: Entry) -> None:
         insort(self._entries, entry, key=_key)
         self._by_id[entry.request.workload_id] = entry
+        self.tenants[entry.request.tenant] += 1
 
     def remove(self, workload_id: str) -> Entry | None:
         entry = self._by_id.pop(workload_id, None)
         if entry is not None:
             i = bisect_left(self._entries, entry.key, key=_key)
             del self._entries[i]
+            self._forget_tenant(entry.request.tenant)
         return entry
+
+    def _forget_tenant(self, tenant: str) -> None:
+        self.tenants[tenant] -= 1
+        if not self.tenants[tenant]:
+            del self.tenants[tenant]
 
     def remove_many(self, workload_ids: set[str]) -> None:
         """Drop several entries in one O(queue) sweep (after a pass placed them)."""
         if not workload_ids:
             return
         for wid in workload_ids:
-            self._by_id.pop(wid, None)
+            entry = self._by_id.pop(wid, None)
+            if entry is not None:
+                self._forget_tenant(entry.request.tenant)
         self._entries = [e for e in self._entries if e.request.workload_id not in workload_ids]
 
     def entries(self) -> list[Entry]:

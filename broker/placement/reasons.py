@@ -18,6 +18,7 @@ SUBSIDY_BUDGET_KEY = "subsidy_budget"
 GANG_FIT = "gang_fit"
 HELD = "held"
 PAUSED_KEY = "paused"
+PREFERENCE = "preference"
 
 # --- per-candidate reasons (dynamic: may change as the federation changes) ---
 UNHEALTHY = "agent not healthy"
@@ -34,11 +35,19 @@ NO_SUBSIDY_PROGRAM = "tenant has no subsidy program"
 GANG_NO_BLOCK = "needs {shape} on single nodes; largest free block is {largest}"
 GANG_PARTIAL = "needs {shape} on single nodes; room for {fit} of {replicas}"
 GPUS_HELD = "{model} GPUs held for {holder}, which has waited {passes} passes"
+GPUS_NOMINATED = "{model} GPUs held for {holder}, which preempted work here and waits for it to stop"
+NOT_PREFERRED_YET = "not a preferred site: round 1 of 2 (only {preferred}) until {at}"
 
 # --- "never" reasons: judged with the site empty and healthy (used for Refused) ---
 QUOTA_NEVER = "needs {needed} GPUs; tenant quota is {quota}"
 GANG_NEVER_NODE = "needs {shape} on single nodes; largest node has {largest}"
 GANG_NEVER_PARTIAL = "needs {shape} on single nodes; room for {fit} of {replicas} even when empty"
+
+# --- preemption (in a victim's events and explanation) ---
+PREEMPTED = (
+    "preempted at {site} by {preemptor} (priority {priority} over {victim_priority}): "
+    "requeued without using an attempt"
+)
 
 # --- one-line summaries ---
 PLACED = "placed on {site} (score {score:.2f})"
@@ -50,6 +59,11 @@ REFUSED = "refused: no configured site can ever run it ({details})"
 NO_SITES = "no sites configured"
 RESTORED = "restored on {site} after a broker restart"
 NOT_EVALUATED = "not evaluated: restored on another site"
+# Suffixes of summaries: the round of a workload with preferred sites, its tenant's share.
+ROUND_ONE = "round 1 of 2: only {preferred} until {at}, then any site"
+ROUND_TWO = "round 2 of 2: overflowed from {preferred} at {at}"
+PREFERRED_SITE = "a preferred site"
+FAIR_SHARE = "tenant {tenant} fair share {share:.3f} (weight {weight:g})"
 
 
 def shape_text(

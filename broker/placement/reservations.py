@@ -30,6 +30,7 @@ class Allocation:
     explanation: Explanation
     key: QueueKey  # kept so a requeue goes back to its original place
     gpus_reserved: bool = True  # False once a report lists the workload running
+    placed_at: float = 0.0  # the core's time at placement: what a preemption would waste
 
 
 class Ledger:
@@ -39,6 +40,9 @@ class Ledger:
         self._tenants = dict(tenants)
         self.allocations: dict[str, Allocation] = {}
         self.gpus_in_use: dict[str, int] = {}  # tenant -> GPUs of its placed workloads
+        # tenant -> CPUs and memory GB of its placed workloads (fair share's other resources)
+        self.cpus_in_use: dict[str, float] = {}
+        self.memory_in_use: dict[str, float] = {}
         self.budget_reserved: dict[str, float] = {}  # tenant -> HK$ reserved for subsidy
 
     def policy(self, tenant: str) -> TenantPolicy:
@@ -53,6 +57,14 @@ class Ledger:
         policy = self.policy(tenant)
         self._tenants[tenant] = replace(policy, budget_hkd=max(0.0, policy.budget_hkd - amount_hkd))
 
+    def held(self, tenant: str) -> tuple[float, float, float]:
+        """GPUs, CPUs and memory GB the tenant's placed workloads hold."""
+        return (
+            float(self.gpus_in_use.get(tenant, 0)),
+            self.cpus_in_use.get(tenant, 0.0),
+            self.memory_in_use.get(tenant, 0.0),
+        )
+
     def budget_left(self, tenant: str) -> float:
         return max(0.0, self.policy(tenant).budget_hkd - self.budget_reserved.get(tenant, 0.0))
 
@@ -64,6 +76,10 @@ class Ledger:
         self._hold(alloc, capacity, +1)
         t = req.tenant
         self.gpus_in_use[t] = self.gpus_in_use.get(t, 0) + req.gpus_total
+        if req.cpus_per_replica or req.memory_gb_per_replica:
+            n = req.replicas
+            self.cpus_in_use[t] = self.cpus_in_use.get(t, 0.0) + req.cpus_per_replica * n
+            self.memory_in_use[t] = self.memory_in_use.get(t, 0.0) + req.memory_gb_per_replica * n
         if alloc.program_hkd:
             self.budget_reserved[t] = self.budget_reserved.get(t, 0.0) + alloc.program_hkd
         self.allocations[req.workload_id] = alloc
@@ -86,6 +102,10 @@ class Ledger:
         req = alloc.request
         t = req.tenant
         self.gpus_in_use[t] -= req.gpus_total
+        if req.cpus_per_replica or req.memory_gb_per_replica:
+            n = req.replicas
+            self.cpus_in_use[t] = max(0.0, self.cpus_in_use[t] - req.cpus_per_replica * n)
+            self.memory_in_use[t] = max(0.0, self.memory_in_use[t] - req.memory_gb_per_replica * n)
         if alloc.program_hkd:
             left = self.budget_reserved[t] - alloc.program_hkd
             self.budget_reserved[t] = 0.0 if left < BUDGET_EPS else left

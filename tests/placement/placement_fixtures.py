@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from broker.placement import (
     Dataset,
@@ -37,6 +38,7 @@ def federation(
     datasets: Iterable[Dataset] = (),
     links: Mapping[frozenset[str], float] | None = None,
     weights: Weights = DEFAULT_WEIGHTS,
+    **policy: Any,  # overflow_after_s, fair_share, preempting_priorities
 ) -> Federation:
     return Federation(
         sites=tuple(sites),
@@ -45,6 +47,7 @@ def federation(
         datasets=tuple(datasets),
         links_gbit_s=dict(links or {}),
         weights=weights,
+        **policy,
     )
 
 
