@@ -61,6 +61,23 @@ class TenantConfig(_Strict):
     token_sha256: Sha256Hex
     subsidy: TenantSubsidy | None = None
     quota_gpus: Annotated[int, Field(gt=0)] | None = None
+    home_site: str | None = None  # its work waits overflow_after_s for this site first
+    fair_share_weight: PositiveFloat = 1.0  # entitled to weight / sum of weights
+
+
+class FairShare(_Strict):
+    """Queue order within a priority by each tenant's weighted share (broker/placement/fairshare.py)."""
+
+    enabled: bool = True
+    half_life_h: PositiveFloat = 168.0  # past GPU-hours count half after this long
+
+
+class PriorityClass(_Strict):
+    """Work of this priority may preempt running work of lower priority when `preempt` is on."""
+
+    name: Name
+    priority: Annotated[int, Field(ge=-1_000_000, le=1_000_000)]
+    preempt: bool = False
 
 
 class OperatorConfig(_Strict):
@@ -83,6 +100,13 @@ class FederationConfig(_Strict):
     heartbeat_ttl_s: PositiveFloat = 15.0
     requeue_grace_s: Annotated[float, Field(ge=0)] = 60.0
     infra_retry: InfraRetry = InfraRetry()
+    # A workload with preferred sites (its `prefer:` or its tenant's home_site) waits this
+    # long for them before any site may take it; a workload's own overflow_after_s wins.
+    overflow_after_s: Annotated[float, Field(ge=0)] = 600.0
+    fair_share: FairShare = FairShare()
+    priority_classes: list[PriorityClass] = []
+    # A preemptor holds its victims' GPUs this long for their site to report them free.
+    preemption_wait_s: PositiveFloat = 120.0
     subsidy_programs: list[SubsidyProgram] = []
     sites: Annotated[list[SiteConfig], Field(min_length=1)]
     links: list[Link] = []
@@ -99,6 +123,12 @@ class FederationConfig(_Strict):
         _unique(problems, "subsidy_programs", [p.name for p in self.subsidy_programs])
         _unique(problems, "tenants", [t.name for t in self.tenants])
         _unique(problems, "datasets", [d.name for d in self.datasets])
+        _unique(problems, "priority_classes", [c.name for c in self.priority_classes])
+        seen_priorities: set[int] = set()
+        for i, klass in enumerate(self.priority_classes):
+            if klass.priority in seen_priorities:
+                problems.append(f"priority_classes[{i}].priority: {klass.priority} has another class")
+            seen_priorities.add(klass.priority)
         # One token, one identity: a shared digest would make one holder act as the other.
         holders: dict[str, str] = {}
         for field, digest in self._token_digests():
@@ -120,6 +150,8 @@ class FederationConfig(_Strict):
         for i, tenant in enumerate(self.tenants):
             if tenant.subsidy and tenant.subsidy.program not in programs:
                 problems.append(f"tenants[{i}].subsidy.program: unknown program {tenant.subsidy.program!r}")
+            if tenant.home_site is not None and tenant.home_site not in site_names:
+                problems.append(f"tenants[{i}].home_site: unknown site {tenant.home_site!r}")
         if problems:
             # Raised as ValueError so pydantic folds it into the same error list.
             raise ValueError("\n".join(problems))

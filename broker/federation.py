@@ -30,6 +30,8 @@ def placement_federation(
                 subsidy_program=t.subsidy.program if t.subsidy else None,
                 budget_hkd=max(0.0, t.subsidy.budget_hkd - spent.get(t.name, 0.0)) if t.subsidy else 0.0,
                 quota_gpus=t.quota_gpus,
+                home_site=t.home_site,
+                fair_share_weight=t.fair_share_weight,
             )
             for t in config.tenants
         ),
@@ -38,10 +40,17 @@ def placement_federation(
         weights=placement.Weights(
             locality=config.weights.locality, cost=config.weights.cost, load=config.weights.load
         ),
+        overflow_after_s=config.overflow_after_s,
+        fair_share=placement.FairSharePolicy(
+            enabled=config.fair_share.enabled, half_life_s=config.fair_share.half_life_h * 3600
+        ),
+        preempting_priorities=frozenset(c.priority for c in config.priority_classes if c.preempt),
     )
 
 
-def placement_request(workload_id: str, tenant: str, spec: WorkloadSpec, seq: int) -> placement.Request:
+def placement_request(
+    workload_id: str, tenant: str, spec: WorkloadSpec, seq: int, submitted_at: float = 0.0
+) -> placement.Request:
     r = spec.resources
     return placement.Request(
         workload_id=workload_id,
@@ -58,6 +67,9 @@ def placement_request(workload_id: str, tenant: str, spec: WorkloadSpec, seq: in
         estimated_hours=spec.estimated_hours,
         sites=tuple(spec.sites),
         seq=seq,
+        prefer=tuple(spec.prefer),
+        overflow_after_s=spec.overflow_after_s,
+        submitted_at=submitted_at,
     )
 
 
@@ -75,6 +87,11 @@ def check_references(config: FederationConfig, spec: WorkloadSpec) -> list[str]:
     problems += [
         f"sites[{i}]: unknown site {name!r}{did_you_mean(name, sites)}"
         for i, name in enumerate(spec.sites)
+        if name not in sites
+    ]
+    problems += [
+        f"prefer[{i}]: unknown site {name!r}{did_you_mean(name, sites)}"
+        for i, name in enumerate(spec.prefer)
         if name not in sites
     ]
     model = spec.resources.gpu_model

@@ -68,6 +68,10 @@ class WorkloadSpec(_Strict):
     priority: Annotated[int, Field(ge=-1_000_000, le=1_000_000)] = 0
     estimated_hours: Annotated[float, Field(gt=0)] = 1.0
     sites: list[str] = []
+    # Preferred sites, in order: tried alone for overflow_after_s (else the federation's
+    # default) before any allowed site may take it. Empty: the tenant's home site, if any.
+    prefer: list[str] = []
+    overflow_after_s: Annotated[float, Field(ge=0, le=30 * 24 * 3600)] | None = None
     max_attempts: Annotated[int, Field(gt=0, le=100)] = 3
     env: dict[str, str] = {}
 
@@ -129,8 +133,9 @@ def spec_to_proto(spec: WorkloadSpec | dict[str, Any]) -> types_pb2.WorkloadSpec
         priority=data.get("priority", 0),
         sites=data.get("sites", []),
         env=data.get("env", {}),
+        prefer=data.get("prefer", []),
     )
-    for optional in ("estimated_hours", "max_attempts"):
+    for optional in ("estimated_hours", "max_attempts", "overflow_after_s"):
         if data.get(optional) is not None:
             setattr(message, optional, data[optional])
     if data.get("ray") is not None:
@@ -160,10 +165,11 @@ def spec_from_proto(message: types_pb2.WorkloadSpec) -> WorkloadSpec:
             ("datasets", list(message.datasets)),
             ("sites", list(message.sites)),
             ("env", dict(message.env)),
+            ("prefer", list(message.prefer)),
         )
         if v
     }
-    for optional in ("estimated_hours", "max_attempts"):
+    for optional in ("estimated_hours", "max_attempts", "overflow_after_s"):
         if message.HasField(optional):
             data[optional] = getattr(message, optional)
     if message.HasField("resources"):

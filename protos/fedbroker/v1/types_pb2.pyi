@@ -68,7 +68,7 @@ class KubernetesSpec(_message.Message):
     def __init__(self, image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class WorkloadSpec(_message.Message):
-    __slots__ = ("name", "backend", "ray", "kubernetes", "resources", "datasets", "subsidy", "priority", "estimated_hours", "sites", "max_attempts", "env")
+    __slots__ = ("name", "backend", "ray", "kubernetes", "resources", "datasets", "subsidy", "priority", "estimated_hours", "sites", "max_attempts", "env", "prefer", "overflow_after_s")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,8 @@ class WorkloadSpec(_message.Message):
     SITES_FIELD_NUMBER: _ClassVar[int]
     MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
+    PREFER_FIELD_NUMBER: _ClassVar[int]
+    OVERFLOW_AFTER_S_FIELD_NUMBER: _ClassVar[int]
     name: str
     backend: str
     ray: RaySpec
@@ -100,7 +102,9 @@ class WorkloadSpec(_message.Message):
     sites: _containers.RepeatedScalarFieldContainer[str]
     max_attempts: int
     env: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., backend: _Optional[str] = ..., ray: _Optional[_Union[RaySpec, _Mapping]] = ..., kubernetes: _Optional[_Union[KubernetesSpec, _Mapping]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., datasets: _Optional[_Iterable[str]] = ..., subsidy: _Optional[str] = ..., priority: _Optional[int] = ..., estimated_hours: _Optional[float] = ..., sites: _Optional[_Iterable[str]] = ..., max_attempts: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    prefer: _containers.RepeatedScalarFieldContainer[str]
+    overflow_after_s: float
+    def __init__(self, name: _Optional[str] = ..., backend: _Optional[str] = ..., ray: _Optional[_Union[RaySpec, _Mapping]] = ..., kubernetes: _Optional[_Union[KubernetesSpec, _Mapping]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., datasets: _Optional[_Iterable[str]] = ..., subsidy: _Optional[str] = ..., priority: _Optional[int] = ..., estimated_hours: _Optional[float] = ..., sites: _Optional[_Iterable[str]] = ..., max_attempts: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., prefer: _Optional[_Iterable[str]] = ..., overflow_after_s: _Optional[float] = ...) -> None: ...
 
 class Workload(_message.Message):
     __slots__ = ("id", "name", "tenant", "state", "site", "attempt", "trace_id", "message", "spec", "created_at", "updated_at", "reason", "infra_requeues", "retry_at", "nodes", "queue_position", "site_unreachable_since", "requeue_at")
