@@ -36,6 +36,7 @@ class WorkloadRecord:
     reason: str = ""  # why the last attempt ended, as its site said (broker/engine/infra.py)
     infra_requeues: int = 0  # requeues that used no attempt (the infrastructure's failures)
     doubt_requeues: int = 0  # of those, for image_pull or launch_error
+    preemptions: int = 0  # requeues for higher-priority work: they use no attempt either
     retry_at: float | None = None  # wall clock: not placed again before this (a free requeue's backoff)
 
 
@@ -65,6 +66,7 @@ class LiveWorkload:
     infra_requeues: int = 0
     doubt_requeues: int = 0
     retry_at: float | None = None
+    preemptions: int = 0
 
     @classmethod
     def restored(cls, record: WorkloadRecord, request: Request, max_attempts: int) -> LiveWorkload:
@@ -95,6 +97,7 @@ class LiveWorkload:
             infra_requeues=self.infra_requeues,
             doubt_requeues=self.doubt_requeues,
             retry_at=self.retry_at,
+            preemptions=self.preemptions,
         )
 
 

@@ -19,6 +19,7 @@ from broker import placement
 from broker.config import FederationConfig
 from broker.engine.clock import AttentiveClock
 from broker.engine.links import SiteLink
+from broker.engine.liveview import iso
 from broker.engine.records import Event, LiveWorkload
 from broker.engine.state import BrokerState
 from broker.engine.tx import Tx
@@ -43,7 +44,9 @@ def rebuild(
     healthy: frozenset[str] = frozenset(),
 ) -> tuple[BrokerState, Tx]:
     """A new state from `stored`; the Tx holds the quarantine updates, to commit before anything else."""
-    core = placement.PlacementCore(placement_federation(config, spent))
+    core = placement.PlacementCore(
+        placement_federation(config, spent), format_time=iso, preemption_wait_s=config.preemption_wait_s
+    )
     state = BrokerState(
         config,
         core,
@@ -88,12 +91,13 @@ def rebuild(
 
 def _restore(state: BrokerState, row: Any) -> None:
     spec = parse_spec(row.spec, f"stored workload {row.id}")
-    request = placement_request(row.id, row.tenant, spec, row.seq)
+    # Its overflow clock runs from its submission, across restarts.
+    request = placement_request(row.id, row.tenant, spec, row.seq, submitted_at=row.created_at)
     workload = LiveWorkload.restored(reads.record(row), request, spec.max_attempts)
     if row.state in ACTIVE:
         if row.site not in state.links:
             raise ValueError(f"site {row.site!r} is not configured")
-        state.core.restore(request, row.site, row.nodes)
+        state.core.restore(request, row.site, row.nodes, placed_at=row.started_at or row.updated_at)
     elif row.retry_at is not None:
         state.backing_off[row.id] = workload  # it waits out its backoff, as before the restart
     else:
@@ -121,6 +125,7 @@ def _quarantine(state: BrokerState, tx: Tx, row: Any, error: Exception) -> None:
             "infra_requeues": row.infra_requeues,
             "doubt_requeues": row.doubt_requeues,
             "retry_at": None,
+            "preemptions": row.preemptions,
         }
     )
     tx.events.append(Event(state.next_event, row.id, FAILED, row.site, row.attempt, reason, now))

@@ -17,7 +17,9 @@ The lifecycle rules, in one place:
 - what an agent says of an attempt that is not the workload's current one there is
   fenced: if it still runs, the agent is told to cancel it;
 - a site silent for the heartbeat TTL is unhealthy; its untaken assignments are requeued at
-  once, its running work after the requeue grace.
+  once, its running work after the requeue grace;
+- work the core preempts for higher-priority work is cancelled at its site (fenced by
+  attempt number) and requeued at once without using an attempt.
 """
 
 from __future__ import annotations
@@ -81,8 +83,8 @@ class BrokerState:
         if problems:
             raise InvalidArgument("spec: " + "; ".join(problems))
         wid = new_workload_id()
-        request = placement_request(wid, cmd.tenant, cmd.spec, self.next_seq)
-        decision = self.core.submit(request)
+        request = placement_request(wid, cmd.tenant, cmd.spec, self.next_seq, submitted_at=self.wall())
+        decision = self.core.submit(request, now=request.submitted_at)
         explanation = decision.explanation.to_dict()
         if isinstance(decision, placement.Refused):
             raise FailedPrecondition(refusal_message(explanation))
@@ -125,7 +127,9 @@ class BrokerState:
         problems = check_references(self.config, spec)
         if problems:
             raise InvalidArgument("spec: " + "; ".join(problems))
-        return self.core.evaluate(placement_request("dry-run", tenant, spec, seq=0)).explanation.to_dict()
+        now = self.wall()
+        request = placement_request("dry-run", tenant, spec, seq=0, submitted_at=now)
+        return self.core.evaluate(request, now=now).explanation.to_dict()
 
     def cancel(self, tx: Tx, cmd: c.Cancel) -> WorkloadRecord:
         workload = self.live.get(cmd.workload_id)
@@ -276,8 +280,12 @@ class BrokerState:
         self._release_due(tx)
 
     def schedule(self, tx: Tx) -> int:
-        """One queue pass: place what now fits (the core skips a pass when nothing changed)."""
-        placed = self.core.schedule()
+        """One queue pass: place what now fits (the core skips a pass when nothing changed);
+        cancel and requeue what it preempted for higher-priority work."""
+        result = self.core.schedule_pass(now=self.wall())
+        for preempted in result.preempted:
+            self._preempted(tx, preempted)
+        placed = result.placed
         for decision in placed:
             workload = self.live[decision.workload_id]
             self._record_decision(tx, workload, decision.explanation.to_dict())
@@ -375,7 +383,7 @@ class BrokerState:
             del self.backing_off[workload.id]
             workload.retry_at = None
             tx.touch(workload)
-            decision = self.core.submit(workload.request, refuse=False)
+            decision = self.core.submit(workload.request, refuse=False, now=now)
             self._record_decision(tx, workload, decision.explanation.to_dict())
             if isinstance(decision, placement.Placed):
                 self._place(tx, workload, decision)
@@ -383,7 +391,8 @@ class BrokerState:
     def _retry_or_fail(self, tx: Tx, workload: LiveWorkload, what: str, reason: str = "") -> None:
         """An attempt that used one of max_attempts ended: the next one, or FAILED."""
         self._settle(tx, workload)
-        used = workload.attempt - workload.infra_requeues  # free requeues' attempts do not count
+        # free requeues' attempts (the infrastructure's, preemptions) do not count
+        used = workload.attempt - workload.infra_requeues - workload.preemptions
         if used < workload.max_attempts:
             # No Cancel is sent here: if the old attempt surfaces in a later report,
             # the attempt numbers no longer match and it is cancelled then.
@@ -397,6 +406,23 @@ class BrokerState:
             self._transition(
                 tx, workload, FAILED, f"{what}; no attempts left ({workload.max_attempts})", reason
             )
+        log.info("%s: %s", workload.id, workload.message)
+
+    def _preempted(self, tx: Tx, preempted: placement.Preempted) -> None:
+        """The core took this workload back for higher-priority work (it is queued there
+        already): charge what it ran, cancel its attempt at the site, no attempt used."""
+        workload = self.live.get(preempted.workload_id)
+        if workload is None or workload.site != preempted.site:
+            return
+        site, attempt = preempted.site, workload.attempt
+        self._settle(tx, workload)
+        workload.site, workload.nodes, workload.acked = None, (), False
+        workload.preemptions += 1
+        self._transition(tx, workload, QUEUED, f"attempt {attempt} {preempted.reason}", "preempted")
+        explained = self.core.explain(workload.id)
+        if explained is not None:
+            self._record_decision(tx, workload, explained.to_dict())
+        tx.send(site, CancelAttempt(workload.id, attempt, preempted.reason))
         log.info("%s: %s", workload.id, workload.message)
 
     def _settle(self, tx: Tx, workload: LiveWorkload) -> None:

@@ -102,6 +102,7 @@ def update_values(w: LiveWorkload) -> dict[str, Any]:
         "infra_requeues": w.infra_requeues,
         "doubt_requeues": w.doubt_requeues,
         "retry_at": w.retry_at,
+        "preemptions": w.preemptions,
     }
 
 
@@ -128,4 +129,5 @@ def _insert_values(w: LiveWorkload) -> dict[str, Any]:
         "infra_requeues": w.infra_requeues,
         "doubt_requeues": w.doubt_requeues,
         "retry_at": w.retry_at,
+        "preemptions": w.preemptions,
     }

@@ -271,10 +271,13 @@ class PlacementCore:
         self.metrics.decisions[type(decision).__name__.lower()] += 1
         return decision
 
-    def restore(self, request: Request, site: str, nodes: Sequence[str]) -> None:
+    def restore(
+        self, request: Request, site: str, nodes: Sequence[str], *, placed_at: float | None = None
+    ) -> None:
         """After a broker restart: a workload already placed or running at ``site`` on
         ``nodes`` takes back its quota, its budget share (if still covered) and, unless the
-        site's latest report lists it running, its GPU reservation. Idempotent."""
+        site's latest report lists it running, its GPU reservation. Idempotent.
+        ``placed_at``: when it was placed or started (what a preemption would waste)."""
         _validate(request)
         view = self._site(site)
         if len(nodes) != request.replicas:
@@ -301,7 +304,8 @@ class PlacementCore:
             for s in self._site_list
         )
         expl = Explanation(wid, site, candidates, R.RESTORED.format(site=site))
-        alloc = Allocation(request, site, tuple(nodes), q.program_hkd, expl, key, placed_at=self._ctx.now)
+        when = self._ctx.now if placed_at is None else placed_at
+        alloc = Allocation(request, site, tuple(nodes), q.program_hkd, expl, key, placed_at=when)
         alloc.gpus_reserved = wid not in view.running
         self._ledger.add(alloc, view.capacity)
 

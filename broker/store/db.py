@@ -31,6 +31,7 @@ ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("infra_requeues", "INTEGER NOT NULL DEFAULT 0"),
         ("doubt_requeues", "INTEGER NOT NULL DEFAULT 0"),
         ("retry_at", "FLOAT"),
+        ("preemptions", "INTEGER NOT NULL DEFAULT 0"),
     ],
     "workload_events": [("reason", "VARCHAR NOT NULL DEFAULT ''")],
 }

@@ -48,6 +48,7 @@ def record(row: Row[Any]) -> WorkloadRecord:
         infra_requeues=row.infra_requeues,
         doubt_requeues=row.doubt_requeues,
         retry_at=row.retry_at,
+        preemptions=row.preemptions,
     )
 
 

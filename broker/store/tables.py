@@ -35,6 +35,7 @@ class WorkloadRow(SQLModel, table=True):
     infra_requeues: int = 0
     doubt_requeues: int = 0
     retry_at: float | None = None
+    preemptions: int = 0  # requeues for higher-priority work (broker/placement/preemption.py)
 
 
 class WorkloadEventRow(SQLModel, table=True):

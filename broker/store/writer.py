@@ -45,6 +45,7 @@ _UPDATE_WORKLOAD = (
         infra_requeues=bindparam("infra_requeues"),
         doubt_requeues=bindparam("doubt_requeues"),
         retry_at=bindparam("retry_at"),
+        preemptions=bindparam("preemptions"),
     )
 )
 
