@@ -10,24 +10,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 
 class Message(Protocol):
     def ByteSize(self) -> int: ...
 
 
-T = TypeVar("T")
 M = TypeVar("M", bound=Message)
 
 BATCH_BYTES = 1 << 20
 
 
 async def batches(
-    queue: asyncio.Queue[T | None], encode: Callable[[T], M], limit: int = BATCH_BYTES
+    queue: asyncio.Queue[Any], encode: Callable[[Any], M], limit: int = BATCH_BYTES
 ) -> AsyncIterator[list[M]]:
     """The queued items, encoded, in order, in lists of as many as are there now within
-    `limit` bytes (a larger one goes alone); ends at the first None."""
+    `limit` bytes (a larger one goes alone); ends at the first None. (The queue's items
+    are Any: mypy cannot bind a type variable to a union such as the broker's ToAgent.)"""
     carried: M | None = None
     while True:
         if carried is None:

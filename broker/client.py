@@ -23,7 +23,7 @@ from fedbroker.v1 import (
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from broker import lifecycle
+from broker import endpoints, lifecycle
 from broker.sdk.settings import TlsFiles
 from broker.spec import WorkloadSpec, spec_to_proto
 
@@ -47,14 +47,16 @@ def _call(rpc: object, request: object, metadata: list[tuple[str, str]], timeout
 
 
 def _channel(endpoint: str, tls: TlsFiles | None) -> grpc.Channel:
-    """Plaintext, or TLS with the context's CA (and client certificate for mutual TLS)."""
+    """Plaintext, or TLS with the context's CA (and client certificate for mutual TLS).
+    `endpoint` may list a broker and its standbys, `a:50051,b:50051` (broker/endpoints.py)."""
+    target, options = endpoints.channel_target(endpoint)
     if tls is None:
-        return grpc.insecure_channel(endpoint)
+        return grpc.insecure_channel(target, options=options)
     files = [
         Path(f).expanduser().read_bytes() if f else None for f in (tls.ca_file, tls.key_file, tls.cert_file)
     ]
     credentials = grpc.ssl_channel_credentials(*files)
-    return grpc.secure_channel(endpoint, credentials)
+    return grpc.secure_channel(target, credentials, options=options)
 
 
 class Client:
@@ -190,10 +192,11 @@ class Client:
     def resume(self) -> bool:
         return self.set_placement_paused(False)
 
-    def serving(self, timeout: float = 1.0) -> bool:
-        """True when the broker's gRPC health check answers SERVING."""
+    def serving(self, timeout: float = 1.0, service: str = "") -> bool:
+        """True when the broker's gRPC health check answers SERVING (for `service`: a standby
+        serves "" and the reads, not fedbroker.v1.WorkloadService)."""
         try:
-            response = self._health.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+            response = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
         except grpc.RpcError:
             return False
         return bool(response.status == health_pb2.HealthCheckResponse.SERVING)

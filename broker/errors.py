@@ -43,3 +43,12 @@ class ResourceExhausted(BrokerError):
 
 class Unavailable(BrokerError):
     pass
+
+
+class Standby(Unavailable):
+    """This broker waits on standby: another one schedules (its callers should try it)."""
+
+
+# Trailing metadata on a standby's refusals, so an agent can tell "alive, not active" from
+# "unreachable" without reading the message.
+STANDBY_METADATA = ("fedbroker-role", "standby")

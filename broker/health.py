@@ -32,6 +32,7 @@ class HealthMonitor:
         store: Store,
         role: BrokerRole,
         services: Sequence[str],
+        writers: Sequence[str] = (),
         *,
         interval_s: float = 5.0,
         timeout_s: float = 10.0,
@@ -40,11 +41,12 @@ class HealthMonitor:
         self._store = store
         self._role = role
         self._services = ("", *services)
+        self._writers = frozenset(writers)  # served by the active broker only
         self._interval_s = interval_s
         self._timeout_s = timeout_s
         self._changed = asyncio.Event()
         self.db_reachable: bool | None = None  # None: not probed yet
-        self._status: int | None = None
+        self._status: tuple[int, int] | None = None  # (reads, writes)
         role.on_change(lambda _: self._changed.set())
 
     async def check(self) -> None:
@@ -78,16 +80,19 @@ class HealthMonitor:
         return True
 
     async def _publish(self) -> None:
-        status = SERVING if self.db_reachable and self._role.active else NOT_SERVING
-        if status == self._status:
+        # A standby answers reads from the database: it serves all but the writers' services
+        # (a readiness probe on fedbroker.v1.WorkloadService sends writes to the active one).
+        reads = SERVING if self.db_reachable else NOT_SERVING
+        writes = SERVING if self.db_reachable and self._role.active else NOT_SERVING
+        if (reads, writes) == self._status:
             return
         if self._status is not None:
             log.warning(
                 "health: %s (database %s, role %s)",
-                health_pb2.HealthCheckResponse.ServingStatus.Name(status),
+                health_pb2.HealthCheckResponse.ServingStatus.Name(writes),
                 "reachable" if self.db_reachable else "unreachable",
                 self._role.current,
             )
-        self._status = status
+        self._status = (reads, writes)
         for name in self._services:
-            await self._servicer.set(name, status)
+            await self._servicer.set(name, writes if name in self._writers else reads)

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from broker.client import Client, ClientError
+from broker.endpoints import ACTIVE_SERVICE
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -52,6 +53,7 @@ class LocalFederation:
         tokens: dict[str, str] | None = None,
         process_env: dict[str, dict[str, str]] | None = None,
         backends: dict[str, dict[str, Any]] | None = None,
+        brokers: int = 1,
     ) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -69,6 +71,10 @@ class LocalFederation:
         self.process_env = process_env or {}
         self.port = free_port()
         self.endpoint = f"127.0.0.1:{self.port}"
+        # "broker", then "broker-2"... on one database: one schedules, the others wait on standby.
+        self.broker_endpoints = {"broker": self.endpoint} | {
+            f"broker-{n}": f"127.0.0.1:{free_port()}" for n in range(2, brokers + 1)
+        }
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     # -------------------------------------------------------------- processes
@@ -84,15 +90,22 @@ class LocalFederation:
             cwd=self.workdir,
         )
 
-    def start_broker(self) -> None:
-        self._spawn(
-            "broker", ["serve", "--config", str(self.config), "--db", self.db_url, "--listen", self.endpoint]
-        )
-        self.wait(lambda: self.client().serving(), 30, "broker to serve")
+    @property
+    def endpoints(self) -> str:
+        """Every broker's endpoint, as agents and clients take them (`a,b`)."""
+        return ",".join(self.broker_endpoints.values())
+
+    def start_broker(self, name: str = "broker", *, active: bool = True) -> None:
+        """Start a broker and wait until it serves: as the active one (it holds the lease; after
+        a kill -9 that is once the dead one's lease ran out), or else on standby."""
+        endpoint = self.broker_endpoints[name]
+        self._spawn(name, ["serve", "--config", str(self.config), "--db", self.db_url, "--listen", endpoint])
+        service = ACTIVE_SERVICE if active else ""
+        self.wait(lambda: Client(endpoint, "").serving(service=service), 30, f"{name} to serve")
 
     def start_agent(self, site: str, token: str | None = None) -> None:
         data = yaml.safe_load(self.agent_configs[site].read_text())
-        data["broker"] = self.endpoint
+        data["broker"] = self.endpoints
         if site in self.backends:
             data["backend"] = dict(self.backends[site])
         else:

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import signal
+import uuid
 
 import grpc
 from fedbroker.v1 import (
@@ -38,8 +39,9 @@ from broker.health import HealthMonitor
 from broker.listen import why_not_listen
 from broker.observability.broker_metrics import BrokerMetrics
 from broker.observability.state_log import StateChangeLog
-from broker.role import BrokerRole
+from broker.role import STANDBY, BrokerRole
 from broker.store import Store
+from broker.store.lease import Lease
 from broker.store.urls import redact, scrub
 
 log = logging.getLogger("fedbroker.server")
@@ -51,6 +53,10 @@ SERVICE_NAMES = (
     usage_service_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name,
     operator_service_pb2.DESCRIPTOR.services_by_name["OperatorService"].full_name,
 )
+
+
+# What only the active broker serves; a standby answers the others' reads from the database.
+WRITER_SERVICES = (SERVICE_NAMES[0], SERVICE_NAMES[2], SERVICE_NAMES[4])  # workloads, agents, operator
 
 
 def tune_gc() -> None:
@@ -69,14 +75,27 @@ class ServeError(Exception):
     """The broker cannot start: a taken port, an unreachable database."""
 
 
-async def serve(config: FederationConfig, db_url: str, listen: str, *, metrics_enabled: bool = False) -> None:
-    """Run until SIGINT or SIGTERM, then stop gracefully. `metrics_enabled`: a MeterProvider is installed."""
+async def serve(
+    config: FederationConfig,
+    db_url: str,
+    listen: str,
+    *,
+    metrics_enabled: bool = False,
+    lease_ttl_s: float = 3.0,
+    advertise: str | None = None,
+) -> None:
+    """Run until SIGINT or SIGTERM, then stop gracefully. `metrics_enabled`: a MeterProvider is
+    installed. The broker schedules while it holds the database's lease (`lease_ttl_s`), else
+    waits on standby; `advertise`: the address standbys name as the active one's."""
     try:
         store = Store(db_url)
     except (SQLAlchemyError, ValueError, ImportError) as error:
         why = scrub(str(error), db_url)  # SQLAlchemy may quote the URL, password and all
         raise ServeError(f"cannot open the database {redact(db_url)!r}: {why}") from None
-    engine = Engine(config, store)
+    broker_id = f"broker-{uuid.uuid4().hex[:8]}"
+    # Always a lease, SQLite included: a second broker on the same database waits on standby.
+    lease = Lease(store, broker_id, address=advertise or listen, ttl_s=lease_ttl_s)
+    engine = Engine(config, store, broker_id=broker_id, lease=lease, role=BrokerRole(STANDBY))
     try:
         await engine.start()
     except SQLAlchemyError as error:
@@ -107,8 +126,8 @@ async def serve(config: FederationConfig, db_url: str, listen: str, *, metrics_e
         await engine.stop()
         raise ServeError(f"cannot listen on {listen}: address in use or not valid") from None
     await server.start()
-    role = BrokerRole()  # issue 8's standby logic will drive it; health and the role gauge follow
-    monitor = HealthMonitor(health_servicer, store, role, SERVICE_NAMES)
+    role = engine.role  # the lease drives it; health and the role gauge follow
+    monitor = HealthMonitor(health_servicer, store, role, SERVICE_NAMES, writers=WRITER_SERVICES)
     await monitor.check()
     health_task = asyncio.create_task(monitor.run(), name="fedbroker health")
     engine.observer = observers(engine, role, monitor, metrics_enabled)

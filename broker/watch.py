@@ -33,6 +33,12 @@ class WatchHub:
             if not subscribers:
                 del self._subscribers[workload_id]
 
+    def wake_all(self) -> None:
+        """Every watcher looks for new events in the store (a standby hears of none itself)."""
+        for subscribers in self._subscribers.values():
+            for queue in subscribers:
+                queue.put_nowait(0)
+
     def close(self) -> None:
         """The broker is stopping: every watch stream ends now (with UNAVAILABLE, so clients
         reconnect), rather than being cancelled under gRPC at the server's stop."""

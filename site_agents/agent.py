@@ -34,7 +34,8 @@ from fedbroker.v1 import agent_service_pb2 as pb
 from fedbroker.v1 import agent_service_pb2_grpc
 from opentelemetry.trace import Status, StatusCode
 
-from broker import telemetry
+from broker import batching, telemetry
+from broker.errors import STANDBY_METADATA
 from site_agents import messages
 from site_agents.attempts import DEFAULT_RETENTION_S, AttemptTable
 from site_agents.backends.base import AttemptKey, AttemptStatus, Backend, Reason, State
@@ -49,7 +50,12 @@ log = logging.getLogger("fedbroker.agent")
 FATAL_CODES = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
 
 Outbox = asyncio.Queue[pb.AgentMessage | None]
+STANDBY_RETRY_S = 0.5  # between rounds of endpoints while a standby says it is one
 STOP_GRACE_S = 1.0  # how long a stopping agent waits for the broker to end the stream it half-closed
+
+
+def _same(message: pb.AgentMessage) -> pb.AgentMessage:
+    return message
 
 
 def _version() -> str:
@@ -83,6 +89,11 @@ class Agent:
         self._stopping = asyncio.Event()
         self._work: dict[AttemptKey, asyncio.Task[None]] = {}  # each attempt's latest launch or cancel
         self._logs = LogSender(backend)  # answers the broker's FetchLogs, a task per request
+        self._endpoints = config.brokers
+        self._at = 0  # the endpoint tried now
+        self._unanswered = 0  # endpoints in a row that did not welcome us
+        self._epoch = 0  # the highest lease epoch a broker has welcomed us with
+        self._standby_seen = False  # a broker on standby answered in this round: a takeover is near
 
     def stop(self) -> None:
         """End run() cleanly: close the stream, return. Workloads keep running in their backend."""
@@ -115,16 +126,26 @@ class Agent:
                 if stopping in done:
                     log.info("agent stopped")
                     return
+                welcomed = False
                 try:
-                    session.result()
+                    welcomed = session.result()
                 except AgentRefused:
                     raise
                 except Exception:  # a bug or a surprise should not end a site's agent; reconnect
                     log.exception("agent session failed")
-                delay = self._backoff.next_delay()
+                # Next endpoint: after a failover the active broker may be another one. Each is
+                # tried at once; a whole round that welcomed nobody waits out the backoff.
+                self._unanswered = 0 if welcomed else self._unanswered + 1
+                self._at = (self._at + 1) % len(self._endpoints)
+                if 0 < self._unanswered < len(self._endpoints):
+                    continue
+                self._unanswered = 0
+                # A standby that answered takes over within its lease: retry soon, not later and later.
+                delay = STANDBY_RETRY_S if self._standby_seen else self._backoff.next_delay()
+                self._standby_seen = False
                 log.info(
                     "reconnecting to broker %s in %.2fs (attempt %d)",
-                    self.config.broker,
+                    self._endpoint,
                     delay,
                     self._backoff.failures,
                 )
@@ -138,7 +159,7 @@ class Agent:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
-    async def _end_session(self, session: asyncio.Task[None], graceful: bool) -> None:
+    async def _end_session(self, session: asyncio.Task[bool], graceful: bool) -> None:
         """Stop the session; when graceful, half-close first so the broker sees a clean end of stream."""
         if graceful and self._outbox is not None:
             self._outbox.put_nowait(None)
@@ -147,46 +168,51 @@ class Agent:
         with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, AgentRefused):
             await session
 
-    async def _session(self) -> None:
-        """One stream, from Hello until it ends. Returns to reconnect; raises AgentRefused to stop."""
+    @property
+    def _endpoint(self) -> str:
+        return self._endpoints[self._at]
+
+    async def _session(self) -> bool:
+        """One stream, from Hello until it ends. Returns (whether the broker welcomed us) to
+        reconnect; raises AgentRefused to stop."""
         outbox: Outbox = asyncio.Queue()
-        outbox.put_nowait(messages.hello(self.config.site, self.agent_id, self.backend.backends, _version()))
+        endpoint = self._endpoint
+        welcomed = False
 
         async def requests() -> AsyncIterator[pb.AgentMessage]:
-            while (message := await outbox.get()) is not None:
-                yield message
+            yield messages.hello(self.config.site, self.agent_id, self.backend.backends, _version())
+            async for batch in batching.batches(outbox, _same):
+                yield batch[0] if len(batch) == 1 else pb.AgentMessage(batch=pb.AgentBatch(messages=batch))
 
-        log.info(
-            "connecting to broker %s as %s (site %s)", self.config.broker, self.agent_id, self.config.site
-        )
+        log.info("connecting to broker %s as %s (site %s)", endpoint, self.agent_id, self.config.site)
         heartbeat: asyncio.Task[None] | None = None
         # A fresh channel per session: gRPC's own reconnect backoff would otherwise stack on ours.
-        async with grpc.aio.insecure_channel(self.config.broker) as channel:
+        async with grpc.aio.insecure_channel(endpoint) as channel:
             call = agent_service_pb2_grpc.AgentServiceStub(channel).Connect(
                 requests(), metadata=(("authorization", f"Bearer {self._token}"),)
             )
             try:
                 first = await call.read()
                 if first is grpc.aio.EOF or first.WhichOneof("kind") != "welcome":
-                    log.warning(
-                        "broker %s did not answer Hello with Welcome; reconnecting", self.config.broker
-                    )
-                    return
-                self._welcomed(first.welcome)
+                    log.warning("broker %s did not answer Hello with Welcome; reconnecting", endpoint)
+                    return False
+                if not self._welcomed(first.welcome, endpoint):
+                    return False
+                welcomed = True
                 self._outbox = outbox
                 heartbeat = asyncio.create_task(self._heartbeat(outbox), name="agent heartbeat")
                 while (message := await call.read()) is not grpc.aio.EOF:
                     await self._handle(message)
                 if self._stopping.is_set():
-                    log.info("stream to broker %s closed", self.config.broker)
+                    log.info("stream to broker %s closed", endpoint)
                 else:
-                    log.warning("broker %s closed the stream", self.config.broker)
+                    log.warning("broker %s closed the stream", endpoint)
             except grpc.aio.AioRpcError as error:
                 if error.code() in FATAL_CODES:
                     raise AgentRefused(error.code().name, error.details() or "") from None
-                log.warning(
-                    "stream to broker %s lost: %s: %s", self.config.broker, error.code().name, error.details()
-                )
+                if STANDBY_METADATA in tuple(error.trailing_metadata() or ()):
+                    self._standby_seen = True
+                log.warning("stream to broker %s lost: %s: %s", endpoint, error.code().name, error.details())
             finally:
                 self._outbox = None
                 self._logs.stop_all()  # their reader was on this stream
@@ -194,13 +220,26 @@ class Agent:
                     heartbeat.cancel()
                 outbox.put_nowait(None)
                 call.cancel()
+        return welcomed
 
-    def _welcomed(self, welcome: pb.Welcome) -> None:
+    def _welcomed(self, welcome: pb.Welcome, endpoint: str) -> bool:
+        """Accept the Welcome, unless it comes from a broker of an older lease epoch."""
+        if welcome.epoch < self._epoch:
+            log.warning(
+                "broker %s (%s) speaks for lease epoch %d, older than %d: it lost the lease; trying another",
+                welcome.broker_id,
+                endpoint,
+                welcome.epoch,
+                self._epoch,
+            )
+            return False
+        self._epoch = welcome.epoch
         self._backoff.reset()
         log.info(
-            "connected to broker %s (%s) as site %s; reporting every %gs",
+            "connected to broker %s (%s, epoch %d) as site %s; reporting every %gs",
             welcome.broker_id,
-            self.config.broker,
+            endpoint,
+            welcome.epoch,
             self.config.site,
             self.config.heartbeat_s,
         )
@@ -210,6 +249,7 @@ class Agent:
                 self.config.heartbeat_s,
                 welcome.heartbeat_ttl_s,
             )
+        return True
 
     async def _heartbeat(self, outbox: Outbox) -> None:
         """A full snapshot at once (the broker's resync point), then one every heartbeat_s."""
@@ -228,6 +268,20 @@ class Agent:
 
     async def _handle(self, message: pb.BrokerMessage) -> None:
         kind = message.WhichOneof("kind")
+        if kind == "batch":
+            for each in message.batch.messages:
+                await self._handle(each)
+            return
+        if kind in ("assignment", "cancel"):
+            epoch = message.assignment.epoch if kind == "assignment" else message.cancel.epoch
+            if epoch < self._epoch:
+                log.warning(
+                    "dropped a %s of lease epoch %d (now %d): its broker lost the lease",
+                    kind,
+                    epoch,
+                    self._epoch,
+                )
+                return
         if kind == "assignment":
             await self._assign(message.assignment)
         elif kind == "cancel":

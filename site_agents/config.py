@@ -115,18 +115,29 @@ BackendConfig = Annotated[
 
 class AgentConfig(_Strict):
     site: Name
-    broker: str  # host:port of the broker's gRPC endpoint
+    # host:port of the broker's gRPC endpoint; with a standby, all of them: a YAML list or
+    # "a:1,b:2" (the agent tries each in turn and stays with the one that welcomes it).
+    broker: str
     heartbeat_s: PositiveFloat = 2.0
     datasets: list[str] = []
     token_file: str | None = None
     backend: BackendConfig
 
-    @field_validator("broker")
+    @field_validator("broker", mode="before")
     @classmethod
-    def _host_port(cls, value: str) -> str:
-        if not _HOST_PORT.match(value):
-            raise ValueError(f"must be host:port, e.g. 127.0.0.1:50051 (got {value!r})")
-        return value
+    def _host_ports(cls, value: object) -> object:
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            value = ",".join(value)
+        if not isinstance(value, str):
+            return value  # pydantic names the type error
+        for part in value.split(","):
+            if not _HOST_PORT.match(part.strip()):
+                raise ValueError(f"must be host:port, e.g. 127.0.0.1:50051 (got {part.strip()!r})")
+        return ",".join(part.strip() for part in value.split(","))
+
+    @property
+    def brokers(self) -> tuple[str, ...]:
+        return tuple(self.broker.split(","))
 
 
 def parse_agent_config(data: object, source: str = "agent config") -> AgentConfig:

@@ -2,8 +2,8 @@
 
 The reader stamps every message's arrival (the site is alive, whatever the engine is
 busy with), checks and converts it, and hands it to the engine; the writer drains the
-session's outbox. A snapshot that repeats the last one is handed over as the same
-`Inventory` object, which the engine skips at no cost.
+session's outbox, in batches when it holds several. A snapshot that repeats the last
+one is handed over as the same `Inventory` object, which the engine skips at no cost.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import grpc
 from fedbroker.v1 import agent_service_pb2, agent_service_pb2_grpc
 
+from broker import batching
 from broker.api import convert, logs
 from broker.api.status import status_for
 from broker.auth import Authenticator
@@ -22,7 +23,8 @@ from broker.engine import commands as c
 from broker.engine.commands import Inventory
 from broker.engine.engine import Engine
 from broker.engine.links import AgentSession
-from broker.errors import BrokerError, InvalidArgument, PermissionDenied
+from broker.engine.records import ToAgent
+from broker.errors import STANDBY_METADATA, BrokerError, InvalidArgument, PermissionDenied, Standby
 
 log = logging.getLogger("fedbroker.agents")
 
@@ -49,19 +51,32 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
             session: AgentSession = await self.engine.call(c.Hello(who.name, first.hello.agent_id[:128]))
         except BrokerError as error:
             log.warning("refused an agent: %s", error)
+            if isinstance(error, Standby):
+                context.set_trailing_metadata((STANDBY_METADATA,))
             await context.abort(status_for(error), str(error))
         reader = asyncio.create_task(self._read(session, request_iterator))
+        # Ends at None in the outbox: replaced by a newer session of the site, or the broker stops
+        # (or steps down: a session lives within one lease epoch, which stamps its messages).
+        epoch = self.engine.epoch
+
+        def encode(message: ToAgent) -> agent_service_pb2.BrokerMessage:
+            return convert.to_agent(message, epoch)
+
+        outbox = batching.batches(session.outbox, encode)
         try:
             while True:
-                outgoing = asyncio.ensure_future(session.outbox.get())
+                outgoing = asyncio.ensure_future(anext(outbox, None))
                 done, _ = await asyncio.wait({outgoing, reader}, return_when=asyncio.FIRST_COMPLETED)
                 if outgoing not in done:
                     outgoing.cancel()
                     return  # the agent closed its side, or the stream broke
-                message = outgoing.result()
-                if message is None:
-                    return  # replaced by a newer session of the same site, or the broker stops
-                yield convert.to_agent(message)
+                batch = outgoing.result()
+                if batch is None:
+                    return
+                if len(batch) == 1:
+                    yield batch[0]
+                else:
+                    yield agent_service_pb2.BrokerMessage(batch=agent_service_pb2.BrokerBatch(messages=batch))
         finally:
             reader.cancel()
             session.end_log_readers()
@@ -71,37 +86,57 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
         self, session: AgentSession, messages: AsyncIterator[agent_service_pb2.AgentMessage]
     ) -> None:
         engine = self.engine
-        last: agent_service_pb2.InventoryReport | None = None
-        last_inventory: Inventory | None = None
+        reader = _Reader(engine, session)
         try:
-            async for message in messages:
+            async for received in messages:
                 engine.heard(session)
-                kind = message.WhichOneof("kind")
-                try:
-                    if kind == "inventory":
-                        report = message.inventory
-                        if not (
-                            last is not None
-                            and last_inventory is not None
-                            and report.workloads == last.workloads
-                            and report.nodes == last.nodes
-                            and report.datasets == last.datasets
-                        ):
-                            last_inventory = convert.inventory(report)
-                            last = report
-                        engine.post(c.Report(session, report.seq, last_inventory))
-                    elif kind == "update":
-                        engine.post(c.Update(session, convert.attempt(message.update)))
-                    elif kind == "ack":
-                        engine.post(c.Ack(session, message.ack.workload_id, message.ack.attempt))
-                    elif kind == "logs":
-                        logs.deliver(session.log_readers, message.logs)  # to its relay, never to the engine
-                    else:
-                        log.warning("ignored %s from the %s agent", kind, session.site)
-                except convert.BadReport as error:
-                    log.error("dropped a %s from the %s agent: %s", kind, session.site, error)
+                if received.HasField("batch"):
+                    for message in received.batch.messages:
+                        reader.take(message)
+                else:
+                    reader.take(received)
         except grpc.aio.AioRpcError:
             pass
         except Exception:
             # A bug must not pass silently: log it and end the stream; the agent reconnects.
             log.exception("error handling a message from the %s agent", session.site)
+
+
+class _Reader:
+    """Turns one stream's messages into engine commands; a snapshot equal to the last
+    one is handed over as the same `Inventory` object."""
+
+    def __init__(self, engine: Engine, session: AgentSession) -> None:
+        self.engine = engine
+        self.session = session
+        self.last: agent_service_pb2.InventoryReport | None = None
+        self.last_inventory: Inventory | None = None
+
+    def take(self, message: agent_service_pb2.AgentMessage) -> None:
+        engine, session = self.engine, self.session
+        kind = message.WhichOneof("kind")
+        try:
+            if kind == "inventory":
+                report = message.inventory
+                last = self.last
+                if not (
+                    last is not None
+                    and self.last_inventory is not None
+                    and report.workloads == last.workloads
+                    and report.nodes == last.nodes
+                    and report.datasets == last.datasets
+                ):
+                    self.last_inventory = convert.inventory(report)
+                    self.last = report
+                assert self.last_inventory is not None
+                engine.post(c.Report(session, report.seq, self.last_inventory))
+            elif kind == "update":
+                engine.post(c.Update(session, convert.attempt(message.update)))
+            elif kind == "ack":
+                engine.post(c.Ack(session, message.ack.workload_id, message.ack.attempt))
+            elif kind == "logs":
+                logs.deliver(session.log_readers, message.logs)  # to its relay, never to the engine
+            else:
+                log.warning("ignored %s from the %s agent", kind, session.site)
+        except convert.BadReport as error:
+            log.error("dropped a %s from the %s agent: %s", kind, session.site, error)

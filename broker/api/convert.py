@@ -131,7 +131,8 @@ def node_to_proto(node: Node) -> types_pb2.Node:
 # ---------------------------------------------------------------------------- to agents
 
 
-def to_agent(message: ToAgent) -> agent_service_pb2.BrokerMessage:
+def to_agent(message: ToAgent, epoch: int = 0) -> agent_service_pb2.BrokerMessage:
+    """The wire form; `epoch`: the lease epoch the sending broker holds (0: no lease)."""
     match message:
         case Assign():
             spec = (
@@ -147,18 +148,22 @@ def to_agent(message: ToAgent) -> agent_service_pb2.BrokerMessage:
                     spec=spec,
                     nodes=message.nodes,
                     trace_context=message.trace_context,
+                    epoch=epoch,
                 )
             )
         case CancelAttempt():
             return agent_service_pb2.BrokerMessage(
                 cancel=agent_service_pb2.Cancel(
-                    workload_id=message.workload_id, attempt=message.attempt, reason=message.reason
+                    workload_id=message.workload_id,
+                    attempt=message.attempt,
+                    reason=message.reason,
+                    epoch=epoch,
                 )
             )
         case Welcome():
             return agent_service_pb2.BrokerMessage(
                 welcome=agent_service_pb2.Welcome(
-                    broker_id=message.broker_id, heartbeat_ttl_s=message.heartbeat_ttl_s
+                    broker_id=message.broker_id, heartbeat_ttl_s=message.heartbeat_ttl_s, epoch=epoch
                 )
             )
         case FetchLogs():

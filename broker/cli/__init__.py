@@ -37,10 +37,24 @@ def cli() -> None:
     "--db",
     "db_url",
     default=None,
-    help="A database URL (postgresql://..., sqlite:///...) or a SQLite file's path "
-    "(default: SQLite under $XDG_DATA_HOME/fedbroker).",
+    envvar="FEDBROKER_DB_URL",
+    help="A database URL (postgresql://..., sqlite:///...) or a SQLite file's path; also "
+    "$FEDBROKER_DB_URL (default: SQLite under $XDG_DATA_HOME/fedbroker).",
 )
 @click.option("--listen", default="127.0.0.1:50051", show_default=True, help="host:port to serve gRPC on.")
+@click.option(
+    "--lease-ttl-s",
+    type=click.FloatRange(min=0.5, max=300),
+    default=3.0,
+    show_default=True,
+    help="How long the scheduler lease lasts unrenewed: a standby takes over this long after the "
+    "active broker dies.",
+)
+@click.option(
+    "--advertise",
+    default=None,
+    help="host:port that standbys name to callers as the active broker's (default: --listen).",
+)
 @click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
@@ -53,11 +67,13 @@ def serve(
     config_path: Path,
     db_url: str | None,
     listen: str,
+    lease_ttl_s: float,
+    advertise: str | None,
     log_level: str,
     log_format: str,
     metrics_listen: str | None,
 ) -> None:
-    """Run the broker."""
+    """Run the broker. Several may share one database: one schedules, the others wait on standby."""
     from broker.server import ServeError
     from broker.server import serve as run_server
     from broker.store import default_db_url
@@ -72,7 +88,16 @@ def serve(
         sys.exit(2)
     telemetry = setup_telemetry("fedbroker-broker", metrics_listen)
     try:
-        asyncio.run(run_server(config, db_url or default_db_url(), listen, metrics_enabled=telemetry.enabled))
+        asyncio.run(
+            run_server(
+                config,
+                db_url or default_db_url(),
+                listen,
+                metrics_enabled=telemetry.enabled,
+                lease_ttl_s=lease_ttl_s,
+                advertise=advertise,
+            )
+        )
     except ServeError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(1)

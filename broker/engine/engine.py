@@ -14,6 +14,12 @@ that cycle is published: its callers get UNAVAILABLE, and the state is rebuilt f
 database (`recovery.rebuild`), so memory and store agree again.
 
 Reads (Get, List, Watch's events, Usage) run on worker threads against committed state.
+
+With a lease (`broker.store.lease`, as `fedbroker serve` runs it), the engine schedules
+only while it holds the lease: it starts on standby, takes over when the lease is free
+(rebuilding from the database, as at a start), renews it, and steps down when it loses it.
+Every commit is fenced by the lease, so a broker that lost it cannot write. On standby,
+commands are refused (UNAVAILABLE, naming the active broker) and reads still answer.
 """
 
 from __future__ import annotations
@@ -42,11 +48,13 @@ from broker.engine.records import Event, WorkloadRecord
 from broker.engine.recovery import rebuild
 from broker.engine.state import BrokerState
 from broker.engine.tx import Tx
-from broker.errors import BrokerError, InvalidArgument, NotFound, Unavailable
+from broker.errors import BrokerError, InvalidArgument, NotFound, Standby, Unavailable
 from broker.lifecycle import QUEUED
 from broker.placement import Node, PlacementError, SiteUsage
+from broker.role import ACTIVE, STANDBY, BrokerRole
 from broker.spec import WorkloadSpec
 from broker.store import Store, lookups, reads
+from broker.store.lease import Lease, LeaseLost
 from broker.store.writer import StoreWriter
 from broker.watch import WatchHub
 
@@ -54,6 +62,7 @@ log = logging.getLogger("fedbroker.engine")
 T = TypeVar("T")
 
 LIST_LIMIT_DEFAULT = 1000
+STANDBY_VIEW_S = 2.0  # how stale a standby's sites, explanations and budgets may be
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +87,8 @@ class Engine:
         broker_id: str | None = None,
         wall: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        lease: Lease | None = None,
+        role: BrokerRole | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -85,12 +96,17 @@ class Engine:
         self.wall = wall
         self.tick_interval = min(1.0, config.heartbeat_ttl_s / 3)
         self.clock = AttentiveClock(max_step=2 * self.tick_interval, monotonic=monotonic)
-        self.writer = StoreWriter(store)
+        self.lease = lease
+        self.role = role or BrokerRole(ACTIVE if lease is None else STANDBY)
+        self.role.set(ACTIVE if lease is None else STANDBY)
+        self.writer = StoreWriter(store, fence=lease.fence if lease is not None else None)
         self.hub = WatchHub()
-        self.links = {s.name: SiteLink(s.name, heard_at=self.clock.now()) for s in config.sites}
+        self.links = self._new_links()
         self._inbox: list[tuple[c.Command, asyncio.Future[Any] | None]] = []
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._term: list[asyncio.Task[None]] = []  # the cycle and tick tasks while active
+        self._fenced = asyncio.Event()  # a commit found the lease gone
         self._state: BrokerState | None = None
         self.cycles = 0
         self.observer: CycleObserver = NoObserver()  # metrics and logs of each committed cycle
@@ -100,14 +116,32 @@ class Engine:
         assert self._state is not None, "Engine.start() first"
         return self._state
 
+    @property
+    def active(self) -> bool:
+        """Scheduling now (else on standby, or stepping down: commands are refused)."""
+        return bool(self._term) and self.role.active
+
+    @property
+    def epoch(self) -> int:
+        """The lease's epoch this broker schedules under (0: no lease)."""
+        return self.lease.epoch if self.lease is not None else 0
+
+    def _new_links(self) -> dict[str, SiteLink]:
+        # Every site counts as heard now: after a start or a takeover, agents get one TTL to connect.
+        return {s.name: SiteLink(s.name, heard_at=self.clock.now()) for s in self.config.sites}
+
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, *, tick: bool = True) -> None:
-        """Recover from the database, then run cycles (and, unless told not to, the health timer)."""
+        """Recover from the database, then run cycles (and, unless told not to, the health timer).
+        With a lease: check the database answers, then contend for the lease in the background."""
+        if self.lease is not None:
+            await asyncio.to_thread(self.lease.holder)  # an unreachable database fails the start
+            await self._refresh_view()
+            self._tasks.append(asyncio.create_task(self._lead(self.lease, tick), name="fedbroker lease"))
+            return
         await self._rebuild()
-        self._tasks.append(asyncio.create_task(self._run(), name="fedbroker engine"))
-        if tick:
-            self._tasks.append(asyncio.create_task(self._tick_forever(), name="fedbroker ticker"))
+        self._begin_term(tick)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -116,15 +150,137 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        await self._end_term(Unavailable("the broker is stopping"))
+        if self.lease is not None and self.lease.epoch:
+            with contextlib.suppress(Exception):  # a dead database: the lease simply expires
+                await asyncio.to_thread(self.lease.release)
+        self.writer.close()
+
+    def _begin_term(self, tick: bool) -> None:
+        self._fenced.clear()
+        self._term.append(asyncio.create_task(self._run(), name="fedbroker engine"))
+        if tick:
+            self._term.append(asyncio.create_task(self._tick_forever(), name="fedbroker ticker"))
+
+    async def _end_term(self, error: BrokerError) -> None:
+        """Stop scheduling: no more cycles, callers told, agent streams ended (they reconnect)."""
+        for task in self._term:
+            task.cancel()
+        for task in self._term:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._term.clear()
+        batch, self._inbox = self._inbox, []
+        self._fail(batch, error)
         for link in self.links.values():
             if link.session is not None:
                 link.session.close()  # ends the agent streams, so a server's grace is not waited out
-        self.writer.close()
+
+    # ------------------------------------------------------------------ the lease
+
+    async def _lead(self, lease: Lease, tick: bool) -> None:
+        """Contend for the lease; schedule while holding it; step down when it is lost."""
+        poll_s = lease.ttl_s / 6
+        waiting_logged = False
+        viewed_at = time.monotonic()
+        while True:
+            try:
+                epoch = await asyncio.to_thread(lease.try_acquire)
+            except Exception as error:
+                log.error("cannot reach the database to contend for the lease: %s", _short(error))
+                epoch = None
+            if epoch is None:
+                if not waiting_logged:
+                    log.warning("%s", await asyncio.to_thread(self._standby_message))
+                    waiting_logged = True
+                if time.monotonic() - viewed_at >= STANDBY_VIEW_S:
+                    await self._refresh_view()
+                    viewed_at = time.monotonic()
+                self.hub.wake_all()  # watchers on a standby read new events from the database
+                await asyncio.sleep(poll_s)
+                continue
+            waiting_logged = False
+            log.warning("broker %s is the active scheduler now (epoch %d)", self.broker_id, epoch)
+            self.links = self._new_links()
+            try:
+                await self._rebuild(fresh=True)
+            except Exception as error:
+                log.error("cannot rebuild from the database after taking the lease: %s", _short(error))
+                await asyncio.to_thread(lease.release)
+                continue
+            self._begin_term(tick)
+            self.role.set(ACTIVE)
+            reason = await self._hold(lease)
+            log.error("broker %s steps down to standby: %s", self.broker_id, reason)
+            self.role.set(STANDBY)
+            await self._end_term(Unavailable(f"broker {self.broker_id} lost the scheduler lease; retry"))
+            lease.epoch = 0
+            await self._refresh_view()
+            viewed_at = time.monotonic()
+
+    async def _refresh_view(self) -> None:
+        """On standby: a read-only state rebuilt from the database, for sites, explain and usage."""
+        try:
+            stored, spent = await self.read(
+                lambda conn: (reads.for_recovery(conn), ledger.spent_by_tenant(conn))
+            )
+        except Exception as error:
+            log.error("cannot read the database for the standby's view: %s", _short(error))
+            return
+        links = self._new_links()
+        view, _ = rebuild(
+            stored, spent, self.config, links, broker_id=self.broker_id, wall=self.wall, clock=self.clock
+        )
+        if self._state is not None:
+            view.core.metrics = self._state.core.metrics
+        self.links, self._state = links, view
+
+    async def _hold(self, lease: Lease) -> str:
+        """Renew every ttl/3 until the lease is lost; returns why."""
+        renewed_at = time.monotonic()
+        while True:
+            fenced = asyncio.create_task(self._fenced.wait())
+            await asyncio.wait({fenced}, timeout=lease.ttl_s / 3)
+            fenced.cancel()
+            if self._fenced.is_set():
+                return "a commit found the lease taken or expired"
+            try:
+                await asyncio.to_thread(lease.renew)
+                renewed_at = time.monotonic()
+            except LeaseLost as error:
+                return str(error)
+            except Exception as error:
+                # The database is away: hold on until the lease would have run out, then stop,
+                # since a standby may take it from then on.
+                if time.monotonic() - renewed_at >= lease.ttl_s:
+                    return f"could not renew the lease for {lease.ttl_s:g}s: {_short(error)}"
+                log.error("cannot renew the lease (retrying): %s", _short(error))
+
+    def _standby_message(self) -> str:
+        holder = self.lease.holder() if self.lease is not None else None
+        if holder is None or not holder.broker_id:
+            return f"broker {self.broker_id} is on standby; no broker holds the scheduler lease yet"
+        if holder.expires_in_s < 0:
+            return (
+                f"broker {self.broker_id} is on standby; the lease of {holder.broker_id} ran out"
+                f" {-holder.expires_in_s:.1f}s ago: a standby takes over in moments"
+            )
+        where = f" at {holder.address}" if holder.address else ""
+        return (
+            f"broker {self.broker_id} is on standby; the active broker is {holder.broker_id}{where}"
+            f" (epoch {holder.epoch})"
+        )
+
+    def _refuse_on_standby(self) -> None:
+        if not self.active:
+            raise Standby(self._standby_message())
 
     # ------------------------------------------------------------------ commands
 
     async def call(self, command: c.Command) -> Any:
         """Hand a command to the engine and wait for its answer (after its commit)."""
+        if not self.active:
+            raise Standby(await asyncio.to_thread(self._standby_message))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._inbox.append((command, future))
         self._wakeup.set()
@@ -132,6 +288,8 @@ class Engine:
 
     def post(self, command: c.Command) -> None:
         """Hand a command to the engine; no answer (agents' reports, updates, acks)."""
+        if not self.active:
+            return  # a standby has no agent streams; a stepping-down one drops what is left
         self._inbox.append((command, None))
         self._wakeup.set()
 
@@ -141,6 +299,7 @@ class Engine:
 
     def evaluate(self, tenant: str, spec: WorkloadSpec) -> dict[str, Any]:
         """A dry run on the live state: the decision a submit would get now."""
+        self._refuse_on_standby()
         return self.state.evaluate(tenant, spec)
 
     def heard(self, session: AgentSession) -> None:
@@ -230,7 +389,9 @@ class Engine:
             await self._wakeup.wait()
             self._wakeup.clear()
             batch, self._inbox = self._inbox, []
-            if batch:
+            if batch and self._fenced.is_set():
+                self._fail(batch, Unavailable(f"broker {self.broker_id} lost the scheduler lease; retry"))
+            elif batch:
                 await self.cycle(batch)
 
     async def cycle(self, batch: list[tuple[c.Command, asyncio.Future[Any] | None]]) -> None:
@@ -271,6 +432,13 @@ class Engine:
                 span.set_attribute("fedbroker.rows", len(rows))
                 try:
                     await self.writer.commit(rows)
+                except LeaseLost as error:
+                    # Another broker may be scheduling: nothing of this cycle is kept or published,
+                    # and no rebuild: this broker steps down (`_lead`).
+                    log.error("commit refused, nothing of this cycle is kept: %s", error)
+                    self._fenced.set()
+                    self._fail(batch, Unavailable(f"broker {self.broker_id} lost the scheduler lease; retry"))
+                    return
                 except Exception as error:
                     log.error("commit failed, nothing of this cycle is kept: %s", _short(error))
                     span.set_status(trace.Status(trace.StatusCode.ERROR, _short(error)))
@@ -333,11 +501,12 @@ class Engine:
             if future is not None and not future.done():
                 future.set_exception(error)
 
-    async def _rebuild(self) -> None:
-        """Memory from the database alone (at start, and after a failed commit); retries while it is down."""
+    async def _rebuild(self, *, fresh: bool = False) -> None:
+        """Memory from the database alone (at start, at a takeover (`fresh`), and after a failed
+        commit); retries while it is down."""
         healthy = (
             frozenset()
-            if self._state is None
+            if self._state is None or fresh
             else frozenset(n for n in self.links if self._state.core.healthy(n))
         )
         delay = 0.2
@@ -360,7 +529,7 @@ class Engine:
                 if rows:
                     await self.writer.commit(rows)
             except Exception as error:
-                if self._state is None:
+                if self._state is None or fresh:
                     raise  # at start: the caller reports it
                 log.error("cannot rebuild from the store (retrying in %.1fs): %s", delay, _short(error))
                 await asyncio.sleep(delay)

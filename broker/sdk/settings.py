@@ -108,8 +108,12 @@ def check_endpoint(endpoint: str) -> str:
         raise InvalidInput(
             "endpoint", [f"use host:port without {scheme}:// (got {endpoint!r}); e.g. {example}"]
         )
-    if not _HOST_PORT.match(endpoint):
-        raise InvalidInput("endpoint", [f"must be host:port, e.g. {DEFAULT_ENDPOINT} (got {endpoint!r})"])
+    # A broker and its standbys: "a:50051,b:50051" (the client follows the active one).
+    for part in endpoint.split(","):
+        if not _HOST_PORT.match(part.strip()):
+            raise InvalidInput(
+                "endpoint", [f"must be host:port, e.g. {DEFAULT_ENDPOINT} (got {part.strip()!r})"]
+            )
     return endpoint
 
 

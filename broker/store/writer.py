@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -51,8 +52,9 @@ _UPDATE_WORKLOAD = (
 
 
 class StoreWriter:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, fence: Callable[[Connection], None] | None = None) -> None:
         self.store = store
+        self.fence = fence  # raises inside the transaction if this broker may not write (the lease)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="fedbroker-db-writer")
         self.last_commit_s = 0.0  # how long the last commit took (statements + commit)
         self.commits = 0
@@ -65,6 +67,8 @@ class StoreWriter:
         start = time.perf_counter()
         with self.store.engine.begin() as conn:
             write(conn, rows)
+            if self.fence is not None:
+                self.fence(conn)  # last, so the lease row is locked only while the commit completes
         self.last_commit_s = time.perf_counter() - start
         self.commits += 1
 

@@ -119,15 +119,17 @@ class BrokerBatch(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[BrokerMessage, _Mapping]]] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("broker_id", "heartbeat_ttl_s")
+    __slots__ = ("broker_id", "heartbeat_ttl_s", "epoch")
     BROKER_ID_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_TTL_S_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     broker_id: str
     heartbeat_ttl_s: float
-    def __init__(self, broker_id: _Optional[str] = ..., heartbeat_ttl_s: _Optional[float] = ...) -> None: ...
+    epoch: int
+    def __init__(self, broker_id: _Optional[str] = ..., heartbeat_ttl_s: _Optional[float] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("workload_id", "attempt", "tenant", "spec", "nodes", "trace_context")
+    __slots__ = ("workload_id", "attempt", "tenant", "spec", "nodes", "trace_context", "epoch")
     class TraceContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -141,23 +143,27 @@ class Assignment(_message.Message):
     SPEC_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     workload_id: str
     attempt: int
     tenant: str
     spec: _types_pb2.WorkloadSpec
     nodes: _containers.RepeatedScalarFieldContainer[str]
     trace_context: _containers.ScalarMap[str, str]
-    def __init__(self, workload_id: _Optional[str] = ..., attempt: _Optional[int] = ..., tenant: _Optional[str] = ..., spec: _Optional[_Union[_types_pb2.WorkloadSpec, _Mapping]] = ..., nodes: _Optional[_Iterable[str]] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    epoch: int
+    def __init__(self, workload_id: _Optional[str] = ..., attempt: _Optional[int] = ..., tenant: _Optional[str] = ..., spec: _Optional[_Union[_types_pb2.WorkloadSpec, _Mapping]] = ..., nodes: _Optional[_Iterable[str]] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class Cancel(_message.Message):
-    __slots__ = ("workload_id", "attempt", "reason")
+    __slots__ = ("workload_id", "attempt", "reason", "epoch")
     WORKLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     workload_id: str
     attempt: int
     reason: str
-    def __init__(self, workload_id: _Optional[str] = ..., attempt: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+    epoch: int
+    def __init__(self, workload_id: _Optional[str] = ..., attempt: _Optional[int] = ..., reason: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class FetchLogs(_message.Message):
     __slots__ = ("request_id", "workload_id", "attempt", "tail", "follow")
