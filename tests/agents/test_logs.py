@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable
+from typing import Any
 
 from fedbroker.v1 import agent_service_pb2 as pb
 
@@ -46,15 +47,24 @@ def fetch(
     )
 
 
-def chunks(broker: FakeBroker, request_id: str) -> list[pb.LogChunk]:
-    received = []
+def received(broker: FakeBroker, kind: str) -> list[Any]:
+    """Every `kind` message the agent sent, also those it sent inside an AgentBatch."""
+    out = []
     for message in list(broker.messages):
-        # The agent may send several messages as one AgentBatch when they queue up together.
         inner = message.batch.messages if message.WhichOneof("kind") == "batch" else [message]
-        received += [
-            m.logs for m in inner if m.WhichOneof("kind") == "logs" and m.logs.request_id == request_id
-        ]
-    return received
+        out += [getattr(m, kind) for m in inner if m.WhichOneof("kind") == kind]
+    return out
+
+
+def chunks(broker: FakeBroker, request_id: str) -> list[pb.LogChunk]:
+    return [c for c in received(broker, "logs") if c.request_id == request_id]
+
+
+async def reached(broker: FakeBroker, workload_id: str, state: int) -> None:
+    await broker.wait_for(
+        lambda: any((u.workload_id, u.state) == (workload_id, state) for u in received(broker, "update")),
+        timeout=15,
+    )
 
 
 async def answered(broker: FakeBroker, request_id: str) -> list[pb.LogChunk]:
@@ -70,7 +80,7 @@ def test_an_ended_attempts_lines_then_done_and_the_tail() -> None:
     async def main() -> None:
         async with reporting_agent() as (broker, _):
             broker.send(assignment("w1", env={"FEDBROKER_SIM_SECONDS": "0"}))
-            await broker.wait_update("w1", 1, SUCCEEDED)
+            await reached(broker, "w1", SUCCEEDED)
             broker.send(fetch("r1", "w1"))
             received = await answered(broker, "r1")
             assert received[-1].error == pb.LogChunk.ERROR_UNSPECIFIED and not received[-1].lines
@@ -96,10 +106,10 @@ def test_follow_ends_with_the_attempt_and_stop_ends_it_early() -> None:
         async with reporting_agent() as (broker, _):
             broker.send(assignment("w1", env={"FEDBROKER_SIM_SECONDS": "1"}))
             broker.send(assignment("w2", env={"FEDBROKER_SIM_SECONDS": "30"}))
-            await broker.wait_update("w2", 1, RUNNING)
+            await reached(broker, "w2", RUNNING)
             broker.send(fetch("follow", "w1", follow=True))
             broker.send(fetch("stopped", "w2", follow=True))
-            await broker.wait_for(lambda: chunks(broker, "stopped"))  # it is following
+            await broker.wait_for(lambda: chunks(broker, "stopped"), timeout=15)  # it is following
             broker.send(pb.BrokerMessage(stop_logs=pb.StopLogs(request_id="stopped")))
             received = await answered(broker, "follow")  # only once w1 has ended
             assert lines(received)[-1] == "succeeded: exit code 0"
@@ -126,7 +136,7 @@ def test_a_backend_without_logs_says_so() -> None:
             )
             async with running(agent):
                 broker = server.broker
-                await broker.wait_for(lambda: broker.of("inventory"))
+                await broker.wait_for(lambda: received(broker, "inventory"), timeout=15)
                 broker.send(fetch("r1", "w1"))
                 [done] = await answered(broker, "r1")
                 assert (
