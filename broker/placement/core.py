@@ -447,6 +447,14 @@ class PlacementCore:
             entries = ordered
         return [e.request.workload_id for e in entries]
 
+    def next_overflow_at(self) -> float | None:
+        """When the next waiting workload's preferred-sites round ends (None: none waits in
+        one): a caller that runs passes only on change must run one then."""
+        heap = self._overflows
+        while heap and heap[0][1] not in self._queue:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
     def fair_shares(self) -> dict[str, float]:
         """Tenant -> its fair share now, for every tenant with queued or placed work or
         recent use (metrics, ``fedbroker list``)."""

@@ -24,6 +24,9 @@ def percentile(values: Sequence[float], p: float) -> float:
 
 def summarise(run: Run) -> dict[str, Any]:
     waits = sorted(run.waits_s)
+    # The least-served tenant: the one whose jobs' p95 wait is longest (what fair share is for).
+    tenant_p95 = {t: percentile(sorted(w), 95) / 60.0 for t, w in sorted(run.tenant_waits_s.items())}
+    worst = max(tenant_p95, key=lambda t: tenant_p95[t], default="")
     makespan_s = max(run.last_s - run.first_s, 0.0)
     minutes = 60.0
     return {
@@ -37,6 +40,9 @@ def summarise(run: Run) -> dict[str, Any]:
         "wait_p50_min": percentile(waits, 50) / minutes,
         "wait_p95_min": percentile(waits, 95) / minutes,
         "wait_p99_min": percentile(waits, 99) / minutes,
+        "worst_tenant": worst,
+        "worst_tenant_wait_p95_min": tenant_p95.get(worst, 0.0),
+        "tenant_wait_p95_min": tenant_p95,
         # multi-node gangs are what anti-starvation holds protect: their tail, apart
         "gang_jobs": len(run.gang_waits_s),
         "gang_wait_p95_min": percentile(sorted(run.gang_waits_s), 95) / minutes,

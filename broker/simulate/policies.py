@@ -5,7 +5,12 @@ Every policy runs on the real ``PlacementCore``; none copies its rules. A policy
 submitted. So filters, gang fit, holds, refusal, the queue pass and charging are the same
 for all, and only the choice of site differs:
 
-- ``fedbroker``: the core with the federation's weights.
+- ``fedbroker``: the core with the federation's weights, first come first served within a
+  priority (fair share off) and no site preference: the broker before issue 13.
+- ``fedbroker-fairshare``: the same, with the queue ordered by tenant fair share
+  (the federation's half-life and weights).
+- ``fedbroker-overflow``: fair share, and each job prefers its tenant's home site for the
+  federation's ``overflow_after_s`` before another site may take it.
 - ``home-site``: each tenant pinned to its home site (no federation).
 - ``least-loaded``: the core ranking by the load term alone (weights 0/0/1), so queued work
   also goes to the least-loaded site that has room when it frees up.
@@ -22,11 +27,20 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Protocol
 
-from broker.placement import PlacementCore, Queued, Refused, Request, Weights
+from broker.placement import FairSharePolicy, Federation, PlacementCore, Queued, Refused, Request, Weights
 
 from .workload import SimJob
 
-POLICIES = ("fedbroker", "home-site", "round-robin", "least-loaded", "cheapest", "random")
+POLICIES = (
+    "fedbroker",
+    "fedbroker-fairshare",
+    "fedbroker-overflow",
+    "home-site",
+    "round-robin",
+    "least-loaded",
+    "cheapest",
+    "random",
+)
 
 
 class Policy(Protocol):
@@ -34,6 +48,10 @@ class Policy(Protocol):
 
     def weights(self, configured: Weights) -> Weights:
         """The weights the core ranks with under this policy."""
+        ...
+
+    def federation(self, configured: Federation) -> Federation:
+        """The federation's queue policy under this policy (fair share, preemption)."""
         ...
 
     def route(self, job: SimJob, core: PlacementCore) -> Request:
@@ -47,8 +65,27 @@ class Fedbroker:
     def weights(self, configured: Weights) -> Weights:
         return configured
 
+    def federation(self, configured: Federation) -> Federation:
+        # The baselines all queue first come first served, as fedbroker did before fair share.
+        return replace(configured, fair_share=replace(configured.fair_share, enabled=False))
+
     def route(self, job: SimJob, core: PlacementCore) -> Request:
         return job.request
+
+
+class FairShare(Fedbroker):
+    name = "fedbroker-fairshare"
+
+    def federation(self, configured: Federation) -> Federation:
+        policy = configured.fair_share
+        return replace(configured, fair_share=FairSharePolicy(True, policy.half_life_s))
+
+
+class Overflow(FairShare):
+    name = "fedbroker-overflow"
+
+    def route(self, job: SimJob, core: PlacementCore) -> Request:
+        return replace(job.request, prefer=(job.home,))
 
 
 class HomeSite(Fedbroker):
@@ -130,6 +167,10 @@ def candidates(core: PlacementCore, request: Request, sites: Sequence[str]) -> l
 def make_policy(name: str, sites: Sequence[str], seed: int) -> Policy:
     if name == "fedbroker":
         return Fedbroker()
+    if name == "fedbroker-fairshare":
+        return FairShare()
+    if name == "fedbroker-overflow":
+        return Overflow()
     if name == "home-site":
         return HomeSite()
     if name == "least-loaded":

@@ -3,15 +3,17 @@
 One event heap of completions, merged with the arrivals (already in submit order). At each
 instant, in order:
   1. completions: the core charges each attempt (``charge``) and releases it (``finish``);
-  2. if anything finished, one queue pass (``schedule``): queued work is placed by the core,
-     oldest first, as the broker's scheduling cycle does; nothing else can make room, so
-     the core is asked only then;
+  2. if anything finished, or a waiting job's overflow time came (its preferred sites'
+     round is over), one queue pass (``schedule``): queued work is placed by the core in
+     its queue order, as the broker's scheduling cycle does; nothing else can make room,
+     so the core is asked only then;
   3. arrivals: each is routed by the policy and submitted (placed now, queued or refused);
   4. one sample of the queue length and the GPUs in use per site, for the plot.
 
 A site's inventory is reported once, empty, at the start, and every site stays healthy;
 the core's reservations then stand for the running work (no agent reports running lists),
-and are released when the job finishes. A placed job first moves the datasets its site
+and are released when the job finishes. The core is given the simulated time at every
+call (overflow rounds, fair-share decay). A placed job first moves the datasets its site
 lacks (the core's locality hours, i.e. over the configured link) and then runs for its
 trace duration; it holds its GPUs, and is charged, for both. Data is moved again for every
 job that needs it elsewhere (no cache between jobs).
@@ -58,6 +60,7 @@ class Run:
     refused: int = 0
     completed: int = 0
     waits_s: list[float] = field(default_factory=list)  # per placed job
+    tenant_waits_s: dict[str, list[float]] = field(default_factory=dict)  # the same, per tenant
     gang_waits_s: list[float] = field(default_factory=list)  # the same, for multi-node gangs only
     starts: dict[str, tuple[str, float]] = field(default_factory=dict)  # workload -> (site, start)
     refused_ids: list[str] = field(default_factory=list)
@@ -100,9 +103,8 @@ def replay(
     """Replay ``jobs`` (in submit order) under ``policy``; ``dataset_sites`` maps a dataset
     to (size GB, sites holding it), only to count the data moved."""
     started = time.perf_counter()
-    core = PlacementCore(
-        replace(federation, weights=policy.weights(federation.weights)), starvation_passes=starvation_passes
-    )
+    configured = policy.federation(replace(federation, weights=policy.weights(federation.weights)))
+    core = PlacementCore(configured, starvation_passes=starvation_passes)
     sites = sorted(s.name for s in federation.sites)
     for name in sites:
         nodes = list(inventory.get(name, ()))
@@ -140,6 +142,7 @@ def replay(
         run.placed_on[site] += 1
         run.starts[placed.workload_id] = (site, now)
         run.waits_s.append(now - job.submit_s)
+        run.tenant_waits_s.setdefault(req.tenant, []).append(now - job.submit_s)
         if req.replicas > 1:
             run.gang_waits_s.append(now - job.submit_s)
 
@@ -150,6 +153,10 @@ def replay(
         now = jobs[i].submit_s if i < n else math.inf
         if heap and heap[0][0] <= now:
             now = heap[0][0]
+        overflow = core.next_overflow_at()
+        overflowed = False
+        if overflow is not None and overflow <= now:
+            now, overflowed = overflow, True
         # 1. completions
         freed = False
         while heap and heap[0][0] <= now:
@@ -159,7 +166,7 @@ def replay(
             if charge is not None:
                 run.program_hkd += charge.program_hkd
                 run.tenant_hkd += charge.tenant_hkd
-            core.finish(wid)
+            core.finish(wid, now=now)
             job = by_id[wid]
             busy[site] -= job.request.gpus_total
             run.busy_gpu_s[site] += job.request.gpus_total * hold
@@ -167,10 +174,10 @@ def replay(
             run.completed += 1
             run.last_s = now
             freed = True
-        # 2. one queue pass, only when GPUs were freed
-        if freed:
+        # 2. one queue pass, only when GPUs were freed or a round of preferred sites ended
+        if freed or overflowed:
             run.passes += 1
-            for placed in core.schedule():
+            for placed in core.schedule(now=now):
                 start(placed, now)
                 queued -= 1
         # 3. arrivals
@@ -178,7 +185,7 @@ def replay(
             job = jobs[i]
             i += 1
             run.submitted += 1
-            decision = core.submit(policy.route(job, core))
+            decision = core.submit(policy.route(job, core), now=now)
             if isinstance(decision, Placed):
                 start(decision, now)
             elif isinstance(decision, Queued):

@@ -26,6 +26,8 @@ _HEAD = [
     ("wait_p50_min", "p50 m", ",.1f"),
     ("wait_p95_min", "p95 m", ",.1f"),
     ("wait_p99_min", "p99 m", ",.1f"),
+    ("worst_tenant_wait_p95_min", "worst tenant p95 m", ",.1f"),
+    ("worst_tenant", "worst tenant", "s"),
 ]
 _TAIL = [
     ("data_moved_tb", "moved TB", ",.1f"),
@@ -83,6 +85,8 @@ def _flat(row: dict[str, Any], digits: int | None = 6) -> dict[str, Any]:
             out.update({f"util_{s}": v for s, v in value.items()})
         elif key == "placed":
             out.update({f"placed_{s}": v for s, v in value.items()})
+        elif key == "tenant_wait_p95_min":
+            out.update({f"wait_p95_min_{t}": v for t, v in value.items()})
         else:
             out[key] = value
     return out if digits is None else _rounded(out)

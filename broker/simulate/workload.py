@@ -94,7 +94,7 @@ def build_workload(jobs: Sequence[TraceJob], mapping: Mapping, seed: int) -> Wor
             }
         )
         index = len(out)
-        request = placement_request(job.job_id, tenant, spec, index)
+        request = placement_request(job.job_id, tenant, spec, index, submitted_at=submit)
         out.append(SimJob(index, job.job_id, submit, end - submit, request, tmap.home))
     return Workload(tuple(out), skipped)
 

@@ -30,6 +30,15 @@ EXPECTED = {
     # so j3 starts only when j4 ends at 4,200 s.
     "fedbroker": ({"j1": ("alpha", 0), "j2": ("beta", 0), "j3": ("beta", 4200), "j4": ("beta", 600)},
                   [], 56.0, 24 + 40 + 160 + 20, 0.0),
+    # fair share orders tenants within a priority; here no two tenants wait at once: as fedbroker.
+    "fedbroker-fairshare": ({"j1": ("alpha", 0), "j2": ("beta", 0), "j3": ("beta", 4200), "j4": ("beta", 600)},
+                            [], 56.0, 24 + 40 + 160 + 20, 0.0),
+    # home (alpha) first, for the default overflow_after_s of 600 s: j1 and j2 fill alpha; j3
+    # waits out its round (alpha can never hold it) and overflows to beta at 600 s; j4
+    # overflows at 1,200 s but beta is full, so it takes alpha, preferred, when j1/j2 end
+    # at 3,600 s, moving its data there (1 h).
+    "fedbroker-overflow": ({"j1": ("alpha", 0), "j2": ("alpha", 0), "j3": ("beta", 600), "j4": ("alpha", 3600)},
+                           [], 56.0 + 56.0, 24 + 80 + 160 + 24, 0.45),
     # all at alpha: j3 (8 GPUs) can never fit its 4-GPU node; j4 waits for j1 and j2, then
     # moves the data (1 h) and runs (1 h): charged 2 h.
     "home-site": ({"j1": ("alpha", 0), "j2": ("alpha", 0), "j4": ("alpha", 3600)},
@@ -62,6 +71,10 @@ def test_each_policy_places_as_worked_out_by_hand(tmp_path: Path, policy: str) -
     assert row["data_moving_h"] == pytest.approx(1.0 if moved_tb else 0.0)
     waits = sorted(t - (600 if j == "j4" else 0) for j, (_, t) in starts.items())
     assert sorted(result.waits_s) == waits
+    # the least-served tenant: the longest p95 wait of any tenant's jobs
+    worst = max(row["tenant_wait_p95_min"].values())
+    assert row["worst_tenant_wait_p95_min"] == worst
+    assert row["tenant_wait_p95_min"][row["worst_tenant"]] == worst
 
 
 def test_fedbroker_figures(tmp_path: Path) -> None:
