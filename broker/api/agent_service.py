@@ -64,6 +64,11 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
 
         outbox = batching.batches(session.outbox, encode)
         try:
+            # The Welcome, queued by Hello, goes alone: an agent reads it first, before any batch.
+            welcome = session.outbox.get_nowait()
+            if welcome is None:
+                return
+            yield encode(welcome)
             while True:
                 outgoing = asyncio.ensure_future(anext(outbox, None))
                 done, _ = await asyncio.wait({outgoing, reader}, return_when=asyncio.FIRST_COMPLETED)
