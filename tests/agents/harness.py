@@ -69,7 +69,8 @@ class FakeBroker(agent_service_pb2_grpc.AgentServiceServicer):
 
     async def _read(self, context: grpc.aio.ServicerContext) -> None:
         while (message := await context.read()) is not grpc.aio.EOF:
-            self.messages.append(message)
+            # An agent under load batches what it has queued; what it said is the messages inside.
+            self.messages.extend(message.batch.messages if message.HasField("batch") else (message,))
         self.clean_ends += 1
 
     def send(self, message: pb.BrokerMessage) -> None:
