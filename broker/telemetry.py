@@ -46,12 +46,12 @@ def setup_tracing(service_name: str) -> None:
     trace.set_tracer_provider(provider)
 
 
-@functools.cache
 def traces_exported() -> bool:
     """Whether `setup_tracing` installed an exporter (optional spans are worth making)."""
     return _exported
 
 
+@functools.cache
 def tracer(name: str = "fedbroker") -> trace.Tracer:
     # Cached: the API builds a new Tracer on every call, which cost ~5% of a submit.
     return trace.get_tracer(name)

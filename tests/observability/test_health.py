@@ -16,7 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from broker.health import HealthMonitor
 from broker.role import ACTIVE, STANDBY, BrokerRole
-from broker.server import SERVICE_NAMES
+from broker.server import SERVICE_NAMES, WRITER_SERVICES
 from broker.store import Store
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -33,7 +33,9 @@ def run(db_url: str, scenario: Scenario) -> None:
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         role = BrokerRole()
-        monitor = HealthMonitor(servicer, store, role, SERVICE_NAMES, interval_s=0.1, timeout_s=2)
+        monitor = HealthMonitor(
+            servicer, store, role, SERVICE_NAMES, writers=WRITER_SERVICES, interval_s=0.1, timeout_s=2
+        )
         await monitor.check()  # as `fedbroker serve` does before it answers anyone
         task = asyncio.create_task(monitor.run())
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -64,17 +66,19 @@ async def eventually(check: Callable[[str], Awaitable[int]], status: int, servic
     raise AssertionError(f"{service or 'the server'} never became {status}")
 
 
-def test_a_standby_broker_is_not_serving(tmp_path: object) -> None:
+def test_a_standby_broker_serves_reads_but_not_the_writers_services(tmp_path: object) -> None:
     async def scenario(
         check: Callable[[str], Awaitable[int]], monitor: HealthMonitor, role: BrokerRole
     ) -> None:
         await eventually(check, SERVING)
         await eventually(check, SERVING, SERVICE_NAMES[0])
         role.set(STANDBY)
-        await eventually(check, NOT_SERVING)
-        await eventually(check, NOT_SERVING, SERVICE_NAMES[0])
+        for writer in WRITER_SERVICES:  # a readiness probe on these sends writes to the active one
+            await eventually(check, NOT_SERVING, writer)
+        await eventually(check, SERVING)  # alive, and it answers reads from the database
+        await eventually(check, SERVING, SERVICE_NAMES[1])  # SiteService
         role.set(ACTIVE)
-        await eventually(check, SERVING)
+        await eventually(check, SERVING, SERVICE_NAMES[0])
 
     run(f"sqlite:///{tmp_path}/broker.db", scenario)
 
