@@ -195,15 +195,19 @@ class SimulatedCluster:
         return self._take(need, [self.order] * need.replicas)
 
     def _take(self, need: Resources, choices: Sequence[Sequence[str]]) -> list[str] | None:
-        free = {name: node.gpus_allocatable - self.allocated[name] for name, node in self.nodes.items()}
+        # GPUs this gang takes so far, per node: free GPUs are read only for the nodes looked
+        # at (the broker's hint is one node per replica; a copy of every node's count made
+        # each launch cost O(nodes), and a site's start of N jobs O(N^2)).
+        taken: dict[str, int] = {}
         placed: list[str] = []
         for options in choices:
             for name in options:
                 node = self.nodes.get(name)
                 if node is None or (need.gpu_model and node.gpu_model != need.gpu_model):
                     continue
-                if free[name] >= need.gpus_per_replica:
-                    free[name] -= need.gpus_per_replica
+                free = node.gpus_allocatable - self.allocated[name] - taken.get(name, 0)
+                if free >= need.gpus_per_replica:
+                    taken[name] = taken.get(name, 0) + need.gpus_per_replica
                     placed.append(name)
                     break
             else:
