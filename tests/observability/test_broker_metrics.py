@@ -183,6 +183,7 @@ def test_failure_reasons_are_bounded() -> None:
     assert set(AGENT_REASONS) == {r.value for r in Reason} - {"", "cancelled"}
     assert failure_reason("oom", "attempt 1 failed (oom): killed") == "oom"
     assert failure_reason("a reason no agent of ours says", "x") == "other"
+    assert failure_reason("preempted", "preempted by wl-1 (priority 10)") == "preempted"
     assert (
         failure_reason("", "site cyberport unavailable for 31s; queued for attempt 2") == "site_unavailable"
     )
