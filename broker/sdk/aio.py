@@ -137,8 +137,8 @@ class AsyncClient:
         self, ref: str, *, timeout: float | None = None, reconnect_for: float = RECONNECT_FOR_S
     ) -> AsyncIterator[Event]:
         """As `Client.watch`: reconnects across broker restarts and resumes after the last event."""
-        workload_id = (await self.get(ref)).id
         deadline = None if timeout is None else time.monotonic() + timeout
+        workload_id = await self._resolve_when_up(ref, reconnect_for)
         last_seq, heard = 0, time.monotonic()
         delays = backoff()
         while True:
@@ -158,6 +158,17 @@ class AsyncClient:
                     raise WaitTimeout(f"{workload_id} has not finished after {timeout:g}s") from None
                 if not broker_away(failure) or time.monotonic() - heard > reconnect_for:
                     raise typed(failure) from None
+            await asyncio.sleep(next(delays))
+
+    async def _resolve_when_up(self, ref: str, reconnect_for: float) -> str:
+        """The workload's id, waiting out a broker that is restarting (as the watch itself does)."""
+        started, delays = time.monotonic(), backoff()
+        while True:
+            try:
+                return (await self.get(ref)).id
+            except ClientError as error:
+                if not broker_away(error) or time.monotonic() - started > reconnect_for:
+                    raise
             await asyncio.sleep(next(delays))
 
     async def wait(self, ref: str, *, timeout: float | None = None) -> WorkloadStatus:

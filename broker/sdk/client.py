@@ -151,8 +151,8 @@ class Client:
         """Its events from the start until it finishes. If the broker restarts, the watch
         reconnects and resumes after the last event it saw (for up to `reconnect_for` seconds
         of silence); `timeout` ends it with `WaitTimeout`."""
-        workload_id = self.get(ref).id
         deadline = None if timeout is None else time.monotonic() + timeout
+        workload_id = self._resolve_when_up(ref, reconnect_for)
         last_seq, heard = 0, time.monotonic()
         delays = backoff()
         while True:
@@ -169,6 +169,17 @@ class Client:
                 if error.code == grpc.StatusCode.DEADLINE_EXCEEDED and timeout is not None:
                     raise WaitTimeout(f"{workload_id} has not finished after {timeout:g}s") from None
                 if not broker_away(error) or time.monotonic() - heard > reconnect_for:
+                    raise typed(error) from None
+            time.sleep(next(delays))
+
+    def _resolve_when_up(self, ref: str, reconnect_for: float) -> str:
+        """The workload's id, waiting out a broker that is restarting (as the watch itself does)."""
+        started, delays = time.monotonic(), backoff()
+        while True:
+            try:
+                return self.raw.get(ref).id
+            except ClientError as error:
+                if not broker_away(error) or time.monotonic() - started > reconnect_for:
                     raise typed(error) from None
             time.sleep(next(delays))
 

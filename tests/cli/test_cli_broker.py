@@ -261,12 +261,13 @@ def test_watch_survives_a_broker_restart_and_a_timeout_has_its_own_exit_code(
         text=True,
         env=env,
     )
-    time.sleep(1.5)
-    fed.stop("broker")  # while the watch is open
+    assert watcher.stdout is not None
+    first = watcher.stdout.readline()  # the watch is open: it has printed the first event
+    fed.stop("broker")
     fed.start_broker()
     out, err = watcher.communicate(timeout=120)
     assert watcher.returncode == 0, err
-    events = [json.loads(line) for line in out.splitlines()]
+    events = [json.loads(line) for line in [first, *out.splitlines()]]
     assert events[-1]["state"] == "SUCCEEDED"
     seqs = [e["seq"] for e in events]
     assert seqs == sorted(set(seqs))  # resumed after the last event seen: nothing twice
