@@ -1,10 +1,12 @@
 """Benchmark of the placement core alone: decisions/s, decision latency, queue pass time
 and peak memory at 2 sites/64 nodes, 10 sites/500 nodes and 10 sites/5,000 nodes (8 GPUs
-per node), each with 50,000 queued workloads of mixed shapes from a fixed seed.
+per node), each with 50,000 queued workloads of mixed shapes from a fixed seed, with fair
+share between the 20 tenants (weights 1-3) and preemption by priority-2 work on.
 
     .venv/bin/python bench/placement.py                 # all three scales, a table
     .venv/bin/python bench/placement.py --scale small   # a quick run
     .venv/bin/python bench/placement.py --json          # {"rows": [...]}
+    .venv/bin/python bench/placement.py --no-fair-share --no-preemption   # FIFO, for comparison
 
 Method, per scale, in a fresh forked process:
   1. build the federation, report every site's nodes (empty) and mark them healthy;
@@ -18,7 +20,10 @@ Method, per scale, in a fresh forked process:
      passes, the queue of ~50,000 still waiting behind them;
   5. peak memory = the process's peak RSS (resource.getrusage ru_maxrss), which includes
      the interpreter and the generated requests, not only the core.
-The clock and the seeded random generator live here; the core takes neither.
+The clock and the seeded random generator live here; the core takes neither: each submit
+is 0.1 simulated seconds after the last, and the core is given that time (fair-share decay,
+what a preemption wastes). A third of the tenants have a home site (round 1 of their work
+prefers it, for the default 600 s).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from broker.placement import (
     Dataset,
+    FairSharePolicy,
     Federation,
     Node,
     Placed,
@@ -57,7 +63,9 @@ MODELS = ("H800", "A100-80GB", "L40S")
 GPUS_PER_NODE = 8
 
 
-def build(n_sites: int, n_nodes: int, seed: int) -> tuple[Federation, dict[str, list[Node]]]:
+def build(
+    n_sites: int, n_nodes: int, seed: int, fair_share: bool = True, preemption: bool = True
+) -> tuple[Federation, dict[str, list[Node]]]:
     rng = random.Random(seed)
     names = [f"site-{i:02d}" for i in range(n_sites)]
     sites, inventory = [], {}
@@ -89,10 +97,20 @@ def build(n_sites: int, n_nodes: int, seed: int) -> tuple[Federation, dict[str, 
             "aiss" if k % 2 == 0 else None,
             budget_hkd=rng.choice([50_000.0, 500_000.0, 5_000_000.0]),
             quota_gpus=None if k % 4 else 512,
+            home_site=names[k % n_sites] if k % 3 == 0 else None,
+            fair_share_weight=float(1 + k % 3),
         )
         for k in range(20)
     )
-    fed = Federation(tuple(sites), (SubsidyProgram("aiss", 0.7),), tenants, datasets, links)
+    fed = Federation(
+        tuple(sites),
+        (SubsidyProgram("aiss", 0.7),),
+        tenants,
+        datasets,
+        links,
+        fair_share=FairSharePolicy(enabled=fair_share, half_life_s=24 * 3600.0),
+        preempting_priorities=frozenset({2}) if preemption else frozenset(),
+    )
     return fed, inventory
 
 
@@ -124,9 +142,9 @@ def workloads(fed: Federation, seed: int) -> Iterator[Request]:
         )
 
 
-def measure(scale: str, queued: int, seed: int) -> dict:
+def measure(scale: str, queued: int, seed: int, fair_share: bool = True, preemption: bool = True) -> dict:
     n_sites, n_nodes = SCALES[scale]
-    fed, inventory = build(n_sites, n_nodes, seed)
+    fed, inventory = build(n_sites, n_nodes, seed, fair_share, preemption)
     core = PlacementCore(fed)
     for name, nodes in inventory.items():
         core.update_site(name, nodes=nodes)
@@ -142,8 +160,9 @@ def measure(scale: str, queued: int, seed: int) -> dict:
     while in_queue < queued:
         r = next(stream)
         reqs.append(r)  # kept alive, as the broker would
+        now = len(reqs) * 0.1
         a = clock()
-        d = core.submit(r)
+        d = core.submit(r, now=now)
         lat.append(clock() - a)
         if isinstance(d, Placed):
             placed.append(d)
@@ -154,15 +173,18 @@ def measure(scale: str, queued: int, seed: int) -> dict:
     # 3. an inventory change: 2% of placed work finishes, one site reports, one pass
     rng = random.Random(seed + 2)
     done = rng.sample(placed, k=max(1, len(placed) // 50))
+    now = len(reqs) * 0.1 + 60
     for p in done:
-        core.finish(p.workload_id)
+        core.finish(p.workload_id, now=now)
     site = fed.sites[0].name
     core.update_site(site, nodes=inventory[site], running=[])
     a = clock()
-    passed = core.schedule()
+    result = core.schedule_pass(now=now)
     pass_s = clock() - a
+    passed = list(result.placed)
+    preempted = len(result.preempted)
     a = clock()
-    core.schedule()  # a second pass with nothing changed: the steady-state cost
+    core.schedule_pass(now=now)  # a second pass with nothing changed: the steady-state cost
     idle_pass_s = clock() - a
 
     # 4. sustained placements: as the queue drains, finish running work in batches of 5%
@@ -175,13 +197,17 @@ def measure(scale: str, queued: int, seed: int) -> dict:
         rounds += 1
         cut = max(1, len(running) // 10)
         batch, running = running[:cut], running[cut:]
+        now += 60
         a = clock()
         for workload_id in batch:
-            core.finish(workload_id)
-        new = core.schedule()
+            core.finish(workload_id, now=now)
+        step = core.schedule_pass(now=now)
         drain_s += clock() - a
-        placements += len(new)
-        running += [p.workload_id for p in new]
+        placements += len(step.placed)
+        preempted += len(step.preempted)
+        victims = {v.workload_id for v in step.preempted}
+        running = [w for w in running if w not in victims]
+        running += [p.workload_id for p in step.placed]
 
     lat.sort()
     return {
@@ -198,20 +224,23 @@ def measure(scale: str, queued: int, seed: int) -> dict:
         "decision_p50_ms": round(statistics.median(lat) * 1e3, 3),
         "decision_p99_ms": round(lat[int(len(lat) * 0.99)] * 1e3, 3),
         "queue_pass_s": round(pass_s, 3),
+        "preempted": preempted,
+        "fair_share": fair_share,
+        "preemption": preemption,
         "idle_pass_s": round(idle_pass_s, 3),
         "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
 
-def _child(scale: str, queued: int, seed: int, out: multiprocessing.Queue) -> None:
-    out.put(measure(scale, queued, seed))
+def _child(scale: str, queued: int, seed: int, fair: bool, preempt: bool, out: multiprocessing.Queue) -> None:
+    out.put(measure(scale, queued, seed, fair, preempt))
 
 
-def run_isolated(scale: str, queued: int, seed: int) -> dict:
+def run_isolated(scale: str, queued: int, seed: int, fair: bool = True, preempt: bool = True) -> dict:
     """Each scale in a fresh forked process, so peak RSS is that scale's own."""
     ctx = multiprocessing.get_context("fork")
     q = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(scale, queued, seed, q))
+    proc = ctx.Process(target=_child, args=(scale, queued, seed, fair, preempt, q))
     proc.start()
     row = q.get()
     proc.join()
@@ -227,6 +256,9 @@ JSON_KEYS = (
     "decision_p50_ms",
     "decision_p99_ms",
     "queue_pass_s",
+    "preempted",
+    "fair_share",
+    "preemption",
     "peak_mb",
 )
 
@@ -237,9 +269,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--queued", type=int, default=50_000, help="queued workloads per scale")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    ap.add_argument("--no-fair-share", action="store_true", help="first come first served within a priority")
+    ap.add_argument("--no-preemption", action="store_true", help="no priority may preempt")
     args = ap.parse_args(argv)
     scales = list(SCALES) if args.scale == "all" else [args.scale]
-    rows = [run_isolated(s, args.queued, args.seed) for s in scales]
+    fair, preempt = not args.no_fair_share, not args.no_preemption
+    rows = [run_isolated(s, args.queued, args.seed, fair, preempt) for s in scales]
     if args.json:
         print(json.dumps({"rows": [{k: r[k] for k in JSON_KEYS} for r in rows]}))
         return
@@ -258,10 +293,12 @@ def main(argv: list[str] | None = None) -> None:
         "placed_in_pass",
         "queue_pass_s",
         "idle_pass_s",
+        "preempted",
         "peak_mb",
     ]
     print(tabulate([[r[c] for c in cols] for r in rows], headers=cols, tablefmt="github"))
     print("peak_mb: peak RSS of the scale's process (resource.getrusage), requests included")
+    print(f"fair share {'on' if fair else 'off'}, preemption {'on' if preempt else 'off'}")
 
 
 if __name__ == "__main__":

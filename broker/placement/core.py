@@ -153,6 +153,7 @@ class PlacementCore:
         # Placed work the last pass preempted, until the broker has charged it.
         self._evicted: dict[str, Allocation] = {}
         self._overflows: list[tuple[float, str]] = []  # (overflow time, workload) still in round 1
+        self._capacity_total: tuple[float, float, float] | None = None
         self._catalog = DatasetCatalog(federation.datasets, federation.links_gbit_s, default_link_gbit_s)
         self._locality = LocalityScorer(self._catalog)
         self._cost = CostScorer(self._ctx)
@@ -199,6 +200,7 @@ class PlacementCore:
         if snapshot != self._snapshots.get(site):  # most heartbeats repeat the last one
             self._snapshots[site] = snapshot
             cap.replace(snapshot)
+            self._capacity_total = None
             self._dirty = True
         view.reported = True
         view.running = running
@@ -287,6 +289,7 @@ class PlacementCore:
                 site=site,
             )
         wid = request.workload_id
+        self._accrue()
         old = self._ledger.remove(wid, self._capacities())
         queued = self._queue.remove(wid)
         if old is not None:
@@ -313,6 +316,7 @@ class PlacementCore:
         """Queued: drop it. Placed: release GPUs, CPUs/memory, quota and budget share."""
         self._at(now)
         queued = self._queue.remove(workload_id)
+        self._accrue()
         placed = self._ledger.remove(workload_id, self._capacities())
         self._drop_holds(workload_id)
         self._nominations.pop(workload_id, None)
@@ -375,6 +379,7 @@ class PlacementCore:
     def requeue(self, workload_id: str, *, now: float | None = None) -> None:
         """A placed workload goes back to the queue at its original position."""
         self._at(now)
+        self._accrue()
         alloc = self._ledger.remove(workload_id, self._capacities())
         if alloc is None:
             return
@@ -426,6 +431,7 @@ class PlacementCore:
         """Queue order as the next pass would start it (shares as they stand now)."""
         entries = self._queue.entries()
         if self._fair.enabled:
+            self._accrue()
             # Positions as if each were placed in turn: its tenant's share rises by its size.
             extra: dict[str, list[float]] = {}
 
@@ -534,9 +540,15 @@ class PlacementCore:
 
         entries = self._queue.entries()
         order = fair_order(entries, share) if self._fair.enabled else entries
+        now = self._ctx.now
         for pos, entry in enumerate(order):
             req = entry.request
-            skip = entry.cap in cap_failed or entry.shape in failed
+            # A workload still in its preferred sites' round fails apart from the same shape
+            # past it: the two have different candidates.
+            round1 = entry.overflow_at > now
+            shape = entry.shape * 2 + round1
+            klass = entry.klass * 2 + round1
+            skip = entry.cap in cap_failed or shape in failed
             if not skip and entry.cap not in cap_ok:
                 # (a) capacity first: tenant, backend and subsidy cannot make room
                 sizes = cap_failed_sizes.get(req.gpu_model)
@@ -550,22 +562,22 @@ class PlacementCore:
                     cap_ok.add(entry.cap)
             if not skip:
                 # (b) a smaller shape of its class already failed (quota, budget, sites...)
-                sizes = failed_sizes.get(entry.klass)
+                sizes = failed_sizes.get(klass)
                 if sizes and any(dominates(entry.size, s) for s in sizes):
-                    failed[entry.shape] = None
+                    failed[shape] = None
                     skip = True
             if skip:
                 metrics.skipped_by_shape += 1
                 entry.explanation = entry.failures = None
-                preempting = self._may_preempt(entry, preempt)
+                preempting = req.priority in self._preempting and self._may_preempt(entry, preempt)
                 if preempting or (
                     entry.waits >= starve
                     and any((site.name, req.gpu_model) not in self._holds for site in sites)
                 ):
-                    hold_sites = failed.get(entry.shape)
+                    hold_sites = failed.get(shape)
                     if hold_sites is None:  # not evaluated in this pass: ask, once per shape
                         hold_sites = self._decide(req, refuse=False, count=False).hold_sites
-                        failed[entry.shape] = hold_sites
+                        failed[shape] = hold_sites
                     if preempting:
                         done = self._preempt(entry, hold_sites, preempt, preempted)
                         if done is not None:  # placed at once on GPUs its victims had reserved
@@ -592,8 +604,8 @@ class PlacementCore:
                     shares[req.tenant] = self._share(req.tenant)  # its next workload waits its turn
                 continue
             entry.explanation, entry.failures = None, out.failures
-            failed[entry.shape] = out.hold_sites
-            failed_sizes.setdefault(entry.klass, []).append(entry.size)
+            failed[shape] = out.hold_sites
+            failed_sizes.setdefault(klass, []).append(entry.size)
             if self._may_preempt(entry, preempt):
                 done = self._preempt(entry, out.hold_sites, preempt, preempted)
                 if done is not None:
@@ -639,6 +651,7 @@ class PlacementCore:
         for victim in plan.victims:
             vreq = victim.request
             vid = vreq.workload_id
+            self._accrue()
             self._ledger.remove(vid, self._capacities())
             self._drop_holds(vid)
             self._evicted[vid] = victim
@@ -808,6 +821,7 @@ class PlacementCore:
             key,
             placed_at=self._ctx.now,
         )
+        self._accrue()
         self._ledger.add(alloc, out.site.capacity)
         self._nominations.pop(request.workload_id, None)
 
@@ -822,32 +836,39 @@ class PlacementCore:
             del self._holds[k]
 
     def _at(self, now: float | None) -> None:
-        """Time passes to ``now`` (None: the last time given): fair share decays and accrues."""
-        if now is None or now <= self._ctx.now:
-            return
-        self._ctx.now = now
+        """Time passes to ``now`` (None: the last time given). Fair-share usage catches up
+        lazily (``_accrue``): most calls (a submit that queues) change nothing it counts."""
+        if now is not None and now > self._ctx.now:
+            self._ctx.now = now
+
+    def _accrue(self) -> None:
+        """Bring fair-share usage up to now, with what tenants held since it last was: call
+        before what tenants hold changes, and before shares are read."""
         if self._fair.enabled:
             held = {t: self._ledger.held(t) for t, g in self._ledger.gpus_in_use.items() if g}
-            self._fair.advance(now, held)
+            self._fair.advance(self._ctx.now, held)
 
     def _capacity(self) -> tuple[float, float, float]:
         """The federation's GPUs, CPUs and memory GB, as reported (fair share's yardstick)."""
-        total = [0.0, 0.0, 0.0]
-        for site in self._site_list:
-            cap = site.capacity
-            total[0] += cap.gpus_total
-            total[1] += cap.cpus_total
-            total[2] += cap.memory_gb_total
-        return (total[0], total[1], total[2])
+        if self._capacity_total is None:
+            total = [0.0, 0.0, 0.0]
+            for site in self._site_list:
+                cap = site.capacity
+                total[0] += cap.gpus_total
+                total[1] += cap.cpus_total
+                total[2] += cap.memory_gb_total
+            self._capacity_total = (total[0], total[1], total[2])
+        return self._capacity_total
 
     def _share(self, tenant: str) -> float:
+        self._accrue()
         return self._fair.share(tenant, self._ledger.held(tenant), self._capacity())
 
     def _enqueue(self, entry: Entry) -> None:
         self._queue.push(entry)
         req = entry.request
         if self._ctx.preference(req):
-            at = self._ctx.overflow_at(req)
+            at = entry.overflow_at = self._ctx.overflow_at(req)
             if at > self._ctx.now:  # still in round 1: a pass is due when it overflows
                 heapq.heappush(self._overflows, (at, req.workload_id))
 

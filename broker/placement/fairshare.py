@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from heapq import heapify, heappop, heapreplace
+from heapq import heapify, heappop, heappush
 
 from .model import FairSharePolicy
 from .queue import Entry
@@ -45,8 +45,10 @@ class FairShare:
 
     def advance(self, now: float, held: Mapping[str, Resources]) -> None:
         """Let time pass to ``now``: decay past usage, accrue what each tenant held since."""
-        if self._at is None or now <= self._at:
-            self._at = now if self._at is None else self._at
+        if self._at is None:
+            self._at = now
+            return
+        if now <= self._at:
             return
         dt = now - self._at
         self._at = now
@@ -103,19 +105,24 @@ def fair_order(entries: Sequence[Entry], share: Callable[[str], float]) -> Itera
             heap = [(share(t), es[0].key, t, 0) for t, es in by_tenant.items()]
             heapify(heap)
             while heap:
-                _, _, tenant, k = heap[0]
+                current, _, tenant, k = heappop(heap)
                 line = by_tenant[tenant]
-                yield line[k]
-                k += 1
-                if k < len(line):
-                    item = (share(tenant), line[k].key, tenant, k)
-                    # Most workloads are not placed, so their tenant stays first: then the
-                    # top is replaced in place (still no larger than its children).
-                    size = len(heap)
-                    if (size < 2 or item < heap[1]) and (size < 3 or item < heap[2]):
-                        heap[0] = item
-                    else:
-                        heapreplace(heap, item)
-                else:
-                    heappop(heap)
+                size = len(line)
+                # The runner-up: this tenant's workloads come one after another until its
+                # share changes (a placement) or the runner-up's next workload is older on
+                # an equal share. Most are not placed, so this is one comparison each.
+                rival, rival_key = (heap[0][0], heap[0][1]) if heap else (math.inf, line[-1].key)
+                while True:
+                    yield line[k]
+                    k += 1
+                    if k == size:
+                        break
+                    now_share = share(tenant)
+                    if now_share != current:
+                        break
+                    if current < rival or (current == rival and line[k].key < rival_key):
+                        continue
+                    break
+                if k < size:
+                    heappush(heap, (share(tenant), line[k].key, tenant, k))
         i = j

@@ -101,7 +101,11 @@ def plan_at_site(
     for victim in ordered:
         for node in dict.fromkeys(victim.allocation.nodes):
             by_node.setdefault(node, []).append(victim)
-    for node in sorted(by_node):
+    # Cheapest first victim first; a node whose cheapest victim alone loses as much as the
+    # best set so far cannot do better, nor can any node after it.
+    for node in sorted(by_node, key=lambda n: (by_node[n][0].cost, n)):
+        if by_node[node][0].cost[0] >= _cost(best)[0]:
+            break
         chosen = _greedy(capacity, request, base, by_node[node])
         if chosen is not None and _cost(chosen) < _cost(best):
             best = chosen

@@ -15,13 +15,15 @@ queue x nodes.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, insort
 from collections import Counter
 
 from .model import Explanation, Request
 from .reservations import QueueKey
 
-ShapeClass = tuple[str, str, str, tuple[str, ...], str]  # tenant, backend, model, sites, subsidy
+# tenant, backend, model, sites, subsidy, preferred sites
+ShapeClass = tuple[str, str, str, tuple[str, ...], str, tuple[str, ...]]
 ShapeSize = tuple[int, int, float, float, float]  # gpus/replica, replicas, cpus, mem, hours
 
 
@@ -29,7 +31,9 @@ def shape_of(request: Request) -> tuple[ShapeClass, ShapeSize]:
     """(class, size): requests of one class are comparable; a larger size fits no better.
 
     The tenant is in the class because quota and budget are per tenant; estimated hours
-    only matter (to the budget) when subsidy is required.
+    only matter (to the budget) when subsidy is required. Preferred sites are in it because
+    they decide the candidates; whether a workload is still in their round is added by the
+    pass (it depends on the time).
     """
     klass = (
         request.tenant,
@@ -37,6 +41,7 @@ def shape_of(request: Request) -> tuple[ShapeClass, ShapeSize]:
         request.gpu_model,
         tuple(sorted(set(request.sites))),
         request.subsidy,
+        request.prefer,
     )
     hours = request.estimated_hours if request.subsidy == "required" else 0.0
     size = (
@@ -64,6 +69,7 @@ class Entry:
         "key",
         "klass",
         "note",
+        "overflow_at",
         "request",
         "shape",
         "size",
@@ -82,6 +88,7 @@ class Entry:
         self.explanation: Explanation | None = None  # None: built on demand
         self.failures: list[list[tuple[str, str]]] | None = None  # the last pass's reasons
         self.note: str | None = None  # why it is back in the queue (a preemption), until placed
+        self.overflow_at = math.inf  # end of its preferred sites' round (inf: no preference)
 
 
 def _key(entry: Entry) -> QueueKey:

@@ -281,3 +281,19 @@ def test_refusal_is_the_filter_chain_on_empty_sites():
     # Every site full, none forever: queued, not refused (the chain fails on capacity only now).
     full = core(replace(fed, tenants=()), {"cyberport": nodes("cp", 1, allocated=8)})
     assert isinstance(full.submit(req("w2"), now=T0), Queued)
+
+
+def test_same_shape_in_and_past_its_round_are_judged_apart_in_one_pass():
+    c = two_sites(overflow_after_s=600.0)
+    c.submit(req("home", submitted_at=T0), now=T0)  # fills cyberport
+    c.set_healthy("sandy-ridge", False)
+    # "late" is ahead in the queue (a smaller seq) but submitted later: its round lasts longer.
+    c.submit(req("early", seq=2, submitted_at=T0), now=T0)
+    c.submit(req("late", seq=1, submitted_at=T0 + 500), now=T0 + 500)
+    c.set_healthy("sandy-ridge", True)
+    # At T0 + 700 "early" is past its round, "late" is not: the same shape, other candidates.
+    placed = c.schedule(now=T0 + 700)
+    assert [(p.workload_id, p.site) for p in placed] == [("early", "sandy-ridge")]
+    assert c.explain("late").summary.endswith(
+        "round 1 of 2: only cyberport until t=1,001,100s, then any site"
+    )
