@@ -125,6 +125,18 @@ class BrokerMetrics:
             "Sites rejected by each placement filter",
         )
         counter("fedbroker.placement.passes", [self._passes], "{pass}", "Queue passes: run or skipped")
+        gauge(
+            "fedbroker.tenant.fair_share",
+            [self._fair_shares],
+            "1",
+            "Each tenant's fair share: recent and current use of the federation's dominant resource / weight",
+        )
+        counter(
+            "fedbroker.placement.preemptions",
+            [self._preemptions],
+            "{workload}",
+            "Placed workloads taken back for higher-priority work",
+        )
         gauge("fedbroker.placement.paused", [self._paused], "1", "1 while an operator has paused placement")
         counter("fedbroker.cycles", [self._cycles], "{cycle}", "Scheduling cycles run")
         gauge("fedbroker.broker.role", [self._role_gauge], "1", "1 for the broker's current role")
@@ -206,6 +218,15 @@ class BrokerMetrics:
         if (s := self._read()) is not None:
             for kind, count in s.passes.items():
                 yield Observation(count, {PASS: kind})
+
+    def _fair_shares(self, _: CallbackOptions) -> Iterable[Observation]:
+        if (s := self._read()) is not None:
+            for tenant, share in s.fair_shares.items():
+                yield Observation(share, {TENANT: tenant})
+
+    def _preemptions(self, _: CallbackOptions) -> Iterable[Observation]:
+        if (s := self._read()) is not None:
+            yield Observation(s.preempted)
 
     def _paused(self, _: CallbackOptions) -> Iterable[Observation]:
         if (s := self._read()) is not None:

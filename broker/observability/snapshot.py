@@ -42,6 +42,8 @@ class BrokerSnapshot:
     passes: dict[str, int] = field(default_factory=dict)  # run / skipped
     paused: bool = False
     cycles: int = 0
+    fair_shares: dict[str, float] = field(default_factory=dict)  # tenant -> its fair share now
+    preempted: int = 0  # placed workloads taken back for higher-priority work
 
 
 def take(engine: Engine) -> BrokerSnapshot:
@@ -94,4 +96,6 @@ def take(engine: Engine) -> BrokerSnapshot:
         passes={"run": metrics.passes, "skipped": metrics.passes_skipped},
         paused=core.paused,
         cycles=engine.cycles,
+        fair_shares=core.fair_shares(),
+        preempted=metrics.preempted,
     )

@@ -198,3 +198,17 @@ def test_a_broker_without_state_reports_an_empty_snapshot(tmp_path: Path) -> Non
         assert take(engine) == BrokerSnapshot()
     finally:
         engine.store.close()
+
+
+def test_fair_shares_are_gauged_per_tenant(tmp_path: Path) -> None:
+    async def scenario(m: Metered) -> None:
+        h = m.h
+        await h.connect(count=4)  # 32 H800 GPUs at cyberport
+        await h.submit()  # 8 of them to lion-rock-ai: a quarter of the federation
+        points = await m.collect()
+        shares = h.engine.state.core.fair_shares()
+        assert shares == {TENANT: 0.25}
+        assert total(points, "fedbroker.tenant.fair_share", **{"fedbroker.tenant": TENANT}) == 0.25
+        assert total(points, "fedbroker.placement.preemptions") == 0
+
+    run(tmp_path, scenario)
