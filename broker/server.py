@@ -42,6 +42,7 @@ from broker.observability.state_log import StateChangeLog
 from broker.role import STANDBY, BrokerRole
 from broker.store import Store
 from broker.store.lease import Lease
+from broker.store.schema import SchemaError
 from broker.store.urls import redact, scrub
 
 log = logging.getLogger("fedbroker.server")
@@ -88,7 +89,11 @@ async def serve(
     installed. The broker schedules while it holds the database's lease (`lease_ttl_s`), else
     waits on standby; `advertise`: the address standbys name as the active one's."""
     try:
-        store = Store(db_url)
+        # SQLite serves one host: its broker upgrades it. On PostgreSQL an operator runs
+        # `fedbroker db upgrade` once, not each of several brokers racing at startup.
+        store = Store(db_url, auto_upgrade=db_url.startswith("sqlite"))
+    except SchemaError as error:
+        raise ServeError(str(error)) from None
     except (SQLAlchemyError, ValueError, ImportError) as error:
         why = scrub(str(error), db_url)  # SQLAlchemy may quote the URL, password and all
         raise ServeError(f"cannot open the database {redact(db_url)!r}: {why}") from None

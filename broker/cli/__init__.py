@@ -11,6 +11,7 @@ import click
 from broker.cli import errors
 from broker.cli.completion import completion
 from broker.cli.contexts import context
+from broker.cli.db import db
 from broker.cli.demo import demo
 from broker.cli.describe import describe
 from broker.cli.logs import logs
@@ -134,6 +135,7 @@ for _command in (submit, get, list_, cancel, watch, explain, sites, usage, pause
 for _command in (describe, validate, context, completion):
     cli.add_command(_command)
 cli.add_command(logs)
+cli.add_command(db)
 _add_agent_command()
 
 

@@ -8,11 +8,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, inspect, text
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, create_engine
 
-from broker.store import tables  # noqa: F401  (registers the tables with the metadata)
+from broker.store import schema
+from broker.store.urls import redact
 
 
 def default_db_url() -> str:
@@ -21,34 +22,6 @@ def default_db_url() -> str:
     path = base / "fedbroker" / "broker.db"
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
-
-
-# Columns added to tables after databases already existed: `create_all` makes missing tables only,
-# so a broker opening an older database adds these (with their defaults) itself.
-ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
-    "workloads": [
-        ("reason", "VARCHAR NOT NULL DEFAULT ''"),
-        ("infra_requeues", "INTEGER NOT NULL DEFAULT 0"),
-        ("doubt_requeues", "INTEGER NOT NULL DEFAULT 0"),
-        ("retry_at", "FLOAT"),
-        ("preemptions", "INTEGER NOT NULL DEFAULT 0"),
-    ],
-    "workload_events": [("reason", "VARCHAR NOT NULL DEFAULT ''")],
-}
-
-
-def add_missing_columns(engine: Engine) -> list[str]:
-    """Add the ADDED_COLUMNS an older database lacks; returns `table.column` for each one added."""
-    inspector = inspect(engine)
-    added = []
-    with engine.begin() as conn:
-        for table, columns in ADDED_COLUMNS.items():
-            have = {c["name"] for c in inspector.get_columns(table)}
-            for name, ddl in columns:
-                if name not in have:
-                    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}"))
-                    added.append(f"{table}.{name}")
-    return added
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -61,16 +34,30 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def open_engine(url: str) -> Engine:
+    """An engine for a database URL: psycopg 3 for PostgreSQL, SQLite tuned for a broker."""
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    engine = create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _tune_sqlite)
+    return engine
+
+
 class Store:
-    def __init__(self, url: str) -> None:
-        if url.startswith("postgresql://"):
-            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-        self.url = url
-        self.engine: Engine = create_engine(url, pool_pre_ping=True)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _tune_sqlite)
-        SQLModel.metadata.create_all(self.engine)
-        add_missing_columns(self.engine)
+    """The broker's database, its schema brought to this broker's revision (broker/store/schema.py).
+
+    `auto_upgrade`: migrate an older database here; if false, an older one raises
+    schema.SchemaError saying to run `fedbroker db upgrade` (an empty one is always created,
+    a newer one always refused)."""
+
+    def __init__(self, url: str, *, auto_upgrade: bool = True) -> None:
+        self.engine: Engine = open_engine(url)
+        try:
+            self.schema = schema.prepare(self.engine, shown_url=redact(url), auto_upgrade=auto_upgrade)
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     @contextmanager
     def session(self) -> Iterator[Session]:

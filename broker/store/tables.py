@@ -4,23 +4,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
+
+# JSONB on PostgreSQL (stored parsed), JSON text on SQLite. A change to any table here needs a
+# migration (broker/store/migrations, README "Database and upgrades"); a test fails without one.
+JSON_DOCUMENT = JSON().with_variant(JSONB(), "postgresql")
 
 
 class WorkloadRow(SQLModel, table=True):
     __tablename__ = "workloads"
+    # a site's work by state and acknowledgement (List --site, what a site was sent)
+    __table_args__ = (Index("ix_workloads_site_state_acked", "site", "state", "acked"),)
 
     # seq orders submissions (older = smaller; the engine assigns it); id is what users see.
     seq: int | None = Field(default=None, primary_key=True, sa_column_kwargs={"autoincrement": False})
     id: str = Field(index=True, unique=True)
-    name: str
+    name: str = Field(index=True)  # a workload named on the command line
     tenant: str = Field(index=True)
     backend: str
-    spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    spec: dict[str, Any] = Field(sa_column=Column(JSON_DOCUMENT, nullable=False))
     state: str = Field(index=True)
     site: str | None = None
-    nodes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    nodes: list[str] = Field(default_factory=list, sa_column=Column(JSON_DOCUMENT, nullable=False))
     attempt: int = 0
     acked: bool = False  # the site's agent has taken the current attempt's assignment
     trace_id: str = ""
@@ -40,10 +47,12 @@ class WorkloadRow(SQLModel, table=True):
 
 class WorkloadEventRow(SQLModel, table=True):
     __tablename__ = "workload_events"
+    # a workload's events after a point (Watch, recovery)
+    __table_args__ = (Index("ix_workload_events_workload_id_seq", "workload_id", "seq"),)
 
     # assigned by the engine, in commit order: a Watch resumes after the last seq it saw
     seq: int | None = Field(default=None, primary_key=True, sa_column_kwargs={"autoincrement": False})
-    workload_id: str = Field(index=True)
+    workload_id: str
     state: str
     site: str | None = None
     attempt: int = 0
@@ -56,12 +65,13 @@ class DecisionRow(SQLModel, table=True):
     """Every placement decision with its full explanation (placed, queued or refused)."""
 
     __tablename__ = "decisions"
+    __table_args__ = (Index("ix_decisions_workload_id_seq", "workload_id", "seq"),)  # the latest decision
 
     seq: int | None = Field(default=None, primary_key=True)
-    workload_id: str = Field(index=True)
+    workload_id: str
     attempt: int = 0
     chosen: str | None = None
-    explanation: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    explanation: dict[str, Any] = Field(sa_column=Column(JSON_DOCUMENT, nullable=False))
     at: float
 
 
@@ -71,11 +81,11 @@ class SiteRow(SQLModel, table=True):
     __tablename__ = "sites"
 
     name: str = Field(primary_key=True)
-    nodes: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    datasets: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    nodes: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON_DOCUMENT, nullable=False))
+    datasets: list[str] = Field(default_factory=list, sa_column=Column(JSON_DOCUMENT, nullable=False))
     # The workloads this snapshot shows running: their GPUs are in the nodes' gpus_allocated,
     # so after a restart they are not reserved a second time.
-    running: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    running: list[str] = Field(default_factory=list, sa_column=Column(JSON_DOCUMENT, nullable=False))
 
 
 class SettingRow(SQLModel, table=True):

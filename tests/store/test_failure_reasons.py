@@ -10,12 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from alembic import command
 from sqlalchemy import text
 
 from broker.config import FederationConfig, InfraRetry
 from broker.engine import commands as c
 from broker.engine.infra import Verdict, backoff_s, judge
-from broker.store import Store
+from broker.store import Store, schema
+from broker.store.db import open_engine
 from tests.store.engine_harness import TENANT, Harness, federation
 from tests.store.test_engine import run
 
@@ -184,12 +186,14 @@ def test_success_records_its_reason(db_url: str) -> None:
 
 def test_an_older_database_gains_the_new_columns(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/old.db"
-    store = Store(url)
-    with store.engine.begin() as conn:  # what a database made before reasons existed looks like
+    engine = open_engine(url)
+    with engine.begin() as conn:  # what a database made before reasons (and Alembic) existed looks like
+        command.upgrade(schema.alembic_config(conn), schema.BASELINE)
         for column in ("reason", "infra_requeues", "doubt_requeues", "retry_at"):
             conn.execute(text(f"ALTER TABLE workloads DROP COLUMN {column}"))
         conn.execute(text("ALTER TABLE workload_events DROP COLUMN reason"))
-    store.close()
+        conn.execute(text("DROP TABLE alembic_version"))  # adopted (broker/store/schema.py)
+    engine.dispose()
     store = Store(url)
     with store.engine.connect() as conn:
         columns = {row[1] for row in conn.execute(text("PRAGMA table_info(workloads)"))}
