@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import command
 from sqlmodel import SQLModel
 
-from broker.localfed import EXAMPLES
+from broker.localfed import EXAMPLES, free_port
 from broker.store import Store, schema
 from broker.store.db import open_engine
 
@@ -383,3 +383,20 @@ def test_brokers_starting_together_on_an_empty_database_create_it_once(db_url: s
     assert not errors
     assert sorted(found).count("empty") == 1, found  # the others waited, then found it current
     assert set(SQLModel.metadata.tables) <= set(all_rows(db_url))
+
+
+def test_db_commands_take_a_plain_path_and_keep_a_password_out_of_their_errors(tmp_path: Path) -> None:
+    db = tmp_path / "state" / "broker.db"
+    db.parent.mkdir()
+    created = fedbroker("db", "upgrade", "--db", str(db), db_url="")
+    assert created.returncode == 0, created.stderr
+    assert f"sqlite:///{db}: created the schema at revision {schema.head()}" in created.stdout
+    current = fedbroker("db", "current", "--db", str(db), db_url="")
+    assert f"revision {schema.head()} (current;" in current.stdout
+
+    unreachable = f"postgresql://fed:{SECRET}@127.0.0.1:{free_port()}/fed"
+    for command_name in ("upgrade", "current", "check"):
+        result = fedbroker("db", command_name, db_url=unreachable)
+        assert result.returncode == 1 and "error:" in result.stderr, result.stderr
+        assert "postgresql://fed:***@127.0.0.1" in result.stderr
+        assert SECRET not in result.stdout + result.stderr and "Traceback" not in result.stderr
