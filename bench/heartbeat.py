@@ -30,7 +30,7 @@ from broker.auth import sha256_hex
 from broker.config import parse_federation
 from broker.engine import commands as c
 from broker.engine.engine import Engine
-from broker.server import tune_gc
+from broker.gc_tuning import tune_gc
 from broker.spec import parse_spec, spec_to_proto
 from broker.store import Store
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 import uuid
@@ -35,6 +34,7 @@ from broker.auth import Authenticator
 from broker.config import FederationConfig
 from broker.engine.engine import Engine
 from broker.engine.observer import CycleObserver, Observers
+from broker.gc_tuning import tune_gc
 from broker.health import HealthMonitor
 from broker.listen import why_not_listen
 from broker.observability.broker_metrics import BrokerMetrics
@@ -58,18 +58,6 @@ SERVICE_NAMES = (
 
 # What only the active broker serves; a standby answers the others' reads from the database.
 WRITER_SERVICES = (SERVICE_NAMES[0], SERVICE_NAMES[2], SERVICE_NAMES[4])  # workloads, agents, operator
-
-
-def tune_gc() -> None:
-    """Keep the garbage collector's full passes off the hot paths.
-
-    The broker holds many long-lived objects (every unfinished workload, the core's
-    indexes); a full collection walks them all and stalled a 2,000-workload heartbeat for
-    ~50 ms (bench/heartbeat.py). What exists after recovery is frozen out of collection,
-    and collections run less often (the broker makes few reference cycles)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
 
 
 class ServeError(Exception):

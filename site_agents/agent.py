@@ -32,6 +32,7 @@ from importlib import metadata
 import grpc
 from fedbroker.v1 import agent_service_pb2 as pb
 from fedbroker.v1 import agent_service_pb2_grpc
+from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from broker import batching, telemetry
@@ -179,8 +180,15 @@ class Agent:
         endpoint = self._endpoint
         welcomed = False
 
+        # Hello goes through the outbox like the rest: yielded straight from the generator, it
+        # raced a broker's early refusal inside gRPC ("Internal error from Core").
+        outbox.put_nowait(messages.hello(self.config.site, self.agent_id, self.backend.backends, _version()))
+
         async def requests() -> AsyncIterator[pb.AgentMessage]:
-            yield messages.hello(self.config.site, self.agent_id, self.backend.backends, _version())
+            hello = await outbox.get()
+            if hello is None:
+                return
+            yield hello  # alone: the broker reads it first, before any batch
             async for batch in batching.batches(outbox, _same):
                 yield batch[0] if len(batch) == 1 else pb.AgentMessage(batch=pb.AgentBatch(messages=batch))
 
@@ -329,7 +337,10 @@ class Agent:
         parent = telemetry.extract(assignment.trace_context)
         attributes: dict[str, str | int] = {"workload.id": key.workload_id, "workload.attempt": key.attempt}
         tracer = telemetry.tracer()
-        with tracer.start_as_current_span("agent.launch", context=parent, attributes=attributes) as span:
+        # Not made current (a context switch in and out per attempt cost as much as the span):
+        # the backend's call is its child, and current, for whatever the backend's client traces.
+        span = tracer.start_span("agent.launch", context=parent, attributes=attributes)
+        try:
             carrier = telemetry.inject(span)
             trace_env = {
                 env: carrier[name]
@@ -339,7 +350,9 @@ class Agent:
             launch = messages.launch_from(assignment, trace_env)
             try:
                 with tracer.start_as_current_span(
-                    "backend.launch", attributes={**attributes, "backend.kind": self.backend.kind}
+                    "backend.launch",
+                    context=trace.set_span_in_context(span),
+                    attributes={**attributes, "backend.kind": self.backend.kind},
                 ):
                     await self.backend.launch(launch)
             except Exception as error:  # whatever went wrong, the attempt must end FAILED, not hang PLACED
@@ -352,6 +365,8 @@ class Agent:
                     AttemptStatus(key, State.FAILED, f"launch failed: {error}", reason=Reason.LAUNCH_ERROR)
                 )
                 return
+        finally:
+            span.end()
         log.info("launched %s on the %s backend", key, self.backend.kind)
 
     async def _cancel(self, cancel: pb.Cancel) -> None:

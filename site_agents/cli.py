@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 from opentelemetry import metrics
 
+from broker.gc_tuning import tune_gc
 from broker.observability.cli_options import log_format_option, metrics_listen_option, setup_telemetry
 from broker.observability.logs import setup_logging
 from broker.validation import InvalidInput
@@ -83,6 +84,7 @@ def agent_command(
 
 
 async def _serve(agent: Agent, backend: Backend) -> None:
+    tune_gc()
     if isinstance(backend, MeteredBackend):
         AgentMetrics(metrics.get_meter("fedbroker.agent"), agent, backend)  # its callbacks keep it alive
     try:

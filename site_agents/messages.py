@@ -46,7 +46,7 @@ def launch_from(assignment: pb.Assignment, trace_env: Mapping[str, str]) -> Laun
         nodes=tuple(assignment.nodes),
         estimated_hours=spec.estimated_hours if spec.HasField("estimated_hours") else None,
         entrypoint=spec.ray.entrypoint,
-        runtime_env=MessageToDict(spec.ray.runtime_env),
+        runtime_env=MessageToDict(spec.ray.runtime_env) if spec.ray.HasField("runtime_env") else {},
         image=spec.kubernetes.image,
         command=tuple(spec.kubernetes.command),
     )

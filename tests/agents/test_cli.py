@@ -134,4 +134,4 @@ def test_a_wrong_token_exits_1_with_the_brokers_message(tmp_path: Path) -> None:
     code, stderr, connections = asyncio.run(main())
     assert code == 1, stderr.decode()
     assert b"the broker refused this agent (UNAUTHENTICATED): unknown agent token" in stderr
-    assert connections == 1
+    assert connections == 1, stderr.decode()
