@@ -384,9 +384,8 @@ def race_fedbroker(
     db: str, sites: int, jobs: int, pg: str | None, profile: str | None = None
 ) -> tuple[float, float]:
     """Seconds from Resume until all `jobs` one-node 8-GPU jobs are RUNNING; broker CPU ms per job."""
-    with federation(db, sites, jobs, pg) as fed:
-        with fed.client() as operator:
-            operator.pause()
+    with federation(db, sites, jobs, pg) as fed, fed.client() as operator:
+        operator.pause()  # also opens the channel that resumes: no connection set-up in the timing
         ids = _submit_exactly(fed, jobs)
         url = fed.db_url.replace("postgresql://", "postgresql+psycopg://", 1)
         engine = sqlalchemy.create_engine(url)
@@ -396,7 +395,7 @@ def race_fedbroker(
         if profiler is not None:
             time.sleep(1.0)  # py-spy attaches before the clock starts
         cpu0 = _proc_cpu_s(pid)
-        with engine.connect() as conn, fed.client() as operator:
+        with engine.connect() as conn:
             t0 = time.perf_counter()
             resumed_at = time.time()
             operator.resume()

@@ -489,18 +489,21 @@ class BrokerState:
         workload.site = decision.site
         workload.nodes = tuple(decision.nodes)
         workload.acked = False
-        span = telemetry.tracer().start_span(
-            "fedbroker.place",
-            context=telemetry.parent(workload.traceparent),
-            attributes={
-                "fedbroker.workload": workload.id,
-                "fedbroker.attempt": workload.attempt,
-                "fedbroker.site": decision.site,
-            },
-        )
-        for candidate in decision.explanation.candidates:
-            span.add_event("candidate", candidate_attributes(candidate))
-        span.end()
+        if telemetry.traces_exported():
+            # Every candidate's terms as events: a third of a placement's cost, so only when
+            # spans go somewhere (the dispatch span below carries the trace to the agent anyway).
+            span = telemetry.tracer().start_span(
+                "fedbroker.place",
+                context=telemetry.parent(workload.traceparent),
+                attributes={
+                    "fedbroker.workload": workload.id,
+                    "fedbroker.attempt": workload.attempt,
+                    "fedbroker.site": decision.site,
+                },
+            )
+            for candidate in decision.explanation.candidates:
+                span.add_event("candidate", candidate_attributes(candidate))
+            span.end()
         self._transition(tx, workload, PLACED, decision.explanation.summary)
         tx.send(decision.site, self._assignment(workload))
 
