@@ -62,6 +62,7 @@ log = logging.getLogger("fedbroker.engine")
 T = TypeVar("T")
 
 LIST_LIMIT_DEFAULT = 1000
+_NO_TRACE = trace.set_span_in_context(trace.INVALID_SPAN)  # a cycle is no one workload's
 STANDBY_VIEW_S = 2.0  # how stale a standby's sites, explanations and budgets may be
 
 
@@ -399,14 +400,15 @@ class Engine:
         self.cycles += 1
         started = time.perf_counter()
         tracer = telemetry.tracer()
-        root = trace.set_span_in_context(
-            trace.INVALID_SPAN
-        )  # a cycle is not part of any one workload's trace
         state = self.state
         tx = Tx()
+        # The steps' spans are never made current (nothing nests in them; a context switch in
+        # and out costs as much as the span) and belong to no workload's trace.
         # 2. decide
-        with tracer.start_as_current_span("fedbroker.cycle.decide", context=root) as span:
-            span.set_attribute("fedbroker.commands", len(batch))
+        span = tracer.start_span(
+            "fedbroker.cycle.decide", _NO_TRACE, attributes={"fedbroker.commands": len(batch)}
+        )
+        try:
             try:
                 for command, future in batch:
                     try:
@@ -424,12 +426,16 @@ class Engine:
                     batch, Unavailable("the broker hit an internal error and recovered; retry")
                 )
                 return
+        finally:
+            span.end()
         decided = time.perf_counter()
         # 3. persist
         rows = tx.rows()
         if rows:
-            with tracer.start_as_current_span("fedbroker.cycle.persist", context=root) as span:
-                span.set_attribute("fedbroker.rows", len(rows))
+            span = tracer.start_span(
+                "fedbroker.cycle.persist", _NO_TRACE, attributes={"fedbroker.rows": len(rows)}
+            )
+            try:
                 try:
                     await self.writer.commit(rows)
                 except LeaseLost as error:
@@ -446,19 +452,23 @@ class Engine:
                         batch, Unavailable(f"the broker could not store this now: {_short(error)}")
                     )
                     return
+            finally:
+                span.end()
         persist_s = time.perf_counter() - decided if rows else 0.0
         # 4. apply
         state.forget(tx.ended)
         # 5. publish
-        with tracer.start_as_current_span("fedbroker.cycle.publish", context=root) as span:
-            span.set_attribute("fedbroker.messages", len(tx.messages))
-            for site, message in tx.messages:
-                self.links[site].send(message)
-            for event in tx.events:
-                self.hub.publish(event.workload_id, event.seq)
-            for future, value in tx.replies:
-                if not future.done():
-                    future.set_result(value)
+        span = tracer.start_span(
+            "fedbroker.cycle.publish", _NO_TRACE, attributes={"fedbroker.messages": len(tx.messages)}
+        )
+        for site, message in tx.messages:
+            self.links[site].send(message)
+        for event in tx.events:
+            self.hub.publish(event.workload_id, event.seq)
+        for future, value in tx.replies:
+            if not future.done():
+                future.set_result(value)
+        span.end()
         self.observer.cycle_done(tx, decided - started, persist_s)
 
     @staticmethod

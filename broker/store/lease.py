@@ -43,11 +43,22 @@ class Holder:
     expires_in_s: float  # negative once expired
 
 
+# The database's clock, in UNIX seconds (the statement's time, not the transaction's).
+_NOW = {
+    "sqlite": "(julianday('now') - 2440587.5) * 86400.0",
+    "postgresql": "extract(epoch from clock_timestamp())",
+}
+_FENCE = {
+    dialect: text(
+        "UPDATE broker_lease SET holder = holder WHERE name = :name AND holder = :holder"
+        f" AND epoch = :epoch AND expires_at > {now}"
+    )
+    for dialect, now in _NOW.items()
+}
+
+
 def _now(conn: Connection) -> float:
-    """The database's clock, in UNIX seconds (the statement's time, not the transaction's)."""
-    if conn.dialect.name == "postgresql":
-        return float(conn.execute(text("SELECT extract(epoch from clock_timestamp())")).scalar_one())
-    return float(conn.execute(text("SELECT (julianday('now') - 2440587.5) * 86400.0")).scalar_one())
+    return float(conn.execute(text(f"SELECT {_NOW[conn.dialect.name]}")).scalar_one())
 
 
 class Lease:
@@ -96,10 +107,11 @@ class Lease:
 
     def fence(self, conn: Connection) -> None:
         """Inside a scheduler's transaction: raise LeaseLost unless the lease is still ours and
-        unexpired. The row stays locked until that transaction ends."""
-        now = _now(conn)
+        unexpired. The row stays locked until that transaction ends. One statement, the clock
+        read inside it: it runs with every commit."""
         held = conn.execute(
-            self._mine().where(_LEASES.c.expires_at > now).values(holder=self.broker_id)
+            _FENCE[conn.dialect.name],
+            {"name": SCHEDULER, "holder": self.broker_id, "epoch": self.epoch},
         ).rowcount
         if held != 1:
             raise LeaseLost(f"broker {self.broker_id} no longer holds the lease of epoch {self.epoch}")

@@ -9,7 +9,6 @@ health service keep flowing while a commit waits.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -82,7 +81,7 @@ def write(conn: Connection, rows: Rows) -> None:
     if rows.updated:
         conn.execute(_UPDATE_WORKLOAD, rows.updated)
     if rows.events:
-        conn.execute(insert(_EVENTS), [dataclasses.asdict(e) for e in rows.events])
+        conn.execute(insert(_EVENTS), [e.row() for e in rows.events])
     if rows.decisions:
         conn.execute(insert(_DECISIONS), rows.decisions)
     if rows.charges:
