@@ -108,6 +108,7 @@ class Engine:
         self._tasks: list[asyncio.Task[None]] = []
         self._term: list[asyncio.Task[None]] = []  # the cycle and tick tasks while active
         self._fenced = asyncio.Event()  # a commit found the lease gone
+        self._standby_note = f"broker {self.broker_id} is on standby"  # who is active, as last read
         self._state: BrokerState | None = None
         self.cycles = 0
         self.observer: CycleObserver = NoObserver()  # metrics and logs of each committed cycle
@@ -191,8 +192,10 @@ class Engine:
                 log.error("cannot reach the database to contend for the lease: %s", _short(error))
                 epoch = None
             if epoch is None:
+                with contextlib.suppress(Exception):  # kept: refusals quote it without a query each
+                    self._standby_note = await asyncio.to_thread(self._standby_message)
                 if not waiting_logged:
-                    log.warning("%s", await asyncio.to_thread(self._standby_message))
+                    log.warning("%s", self._standby_note)
                     waiting_logged = True
                 if time.monotonic() - viewed_at >= STANDBY_VIEW_S:
                     await self._refresh_view()
@@ -274,14 +277,14 @@ class Engine:
 
     def _refuse_on_standby(self) -> None:
         if not self.active:
-            raise Standby(self._standby_message())
+            raise Standby(self._standby_note)
 
     # ------------------------------------------------------------------ commands
 
     async def call(self, command: c.Command) -> Any:
         """Hand a command to the engine and wait for its answer (after its commit)."""
         if not self.active:
-            raise Standby(await asyncio.to_thread(self._standby_message))
+            raise Standby(self._standby_note)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._inbox.append((command, future))
         self._wakeup.set()
