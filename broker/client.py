@@ -22,8 +22,9 @@ from fedbroker.v1 import (
     workload_service_pb2_grpc,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry import trace
 
-from broker import endpoints, lifecycle
+from broker import endpoints, lifecycle, telemetry
 from broker.sdk.settings import TlsFiles
 from broker.spec import WorkloadSpec, spec_to_proto
 
@@ -59,6 +60,34 @@ def _channel(endpoint: str, tls: TlsFiles | None) -> grpc.Channel:
     return grpc.secure_channel(target, credentials, options=options)
 
 
+def tracing_wanted() -> bool:
+    """Whether SDK calls should make OpenTelemetry gRPC client spans: when spans go somewhere,
+    because this process exports them (`fedbroker` commands, from ``OTEL_TRACES_EXPORTER``) or an
+    application using the SDK installed a tracer provider of its own. Otherwise no interceptor:
+    one per call is a cost for spans that go nowhere.
+
+    Each span's context travels in the call's metadata, so the broker's server span for the RPC
+    is its child. The site agents' `Connect` stream does not come through here and is left
+    untraced on purpose (as on the server, broker/observability/grpc_tracing.py): it lasts the
+    agent's lifetime, and a span of days says nothing."""
+    if telemetry.tracing_configured():
+        return telemetry.traces_exported()
+    provider = trace.get_tracer_provider()  # the API's proxy until someone installs one
+    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+
+
+def _traced(channel: grpc.Channel) -> grpc.Channel:
+    if not tracing_wanted():
+        return channel
+    from opentelemetry.instrumentation.grpc import client_interceptor, filters
+    from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
+
+    traced: grpc.Channel = intercept_channel(
+        channel, client_interceptor(filter_=filters.negate(filters.health_check()))
+    )
+    return traced
+
+
 class Client:
     def __init__(
         self,
@@ -71,7 +100,8 @@ class Client:
         token = token if token is not None else os.environ.get("FEDBROKER_TOKEN", "")
         self._metadata = [("authorization", f"Bearer {token}")] if token else []
         self._timeout = timeout
-        self._channel = _channel(self.endpoint, tls)
+        self._raw_channel = _channel(self.endpoint, tls)
+        self._channel = _traced(self._raw_channel)
         self._workloads = workload_service_pb2_grpc.WorkloadServiceStub(self._channel)
         self._sites = site_service_pb2_grpc.SiteServiceStub(self._channel)
         self._usage = usage_service_pb2_grpc.UsageServiceStub(self._channel)
@@ -85,7 +115,7 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self._channel.close()
+        self._raw_channel.close()
 
     def submit(self, spec: WorkloadSpec, dry_run: bool = False) -> workload_service_pb2.SubmitResponse:
         request = workload_service_pb2.SubmitRequest(spec=spec_to_proto(spec), dry_run=dry_run)

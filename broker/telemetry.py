@@ -46,6 +46,11 @@ def setup_tracing(service_name: str) -> None:
     trace.set_tracer_provider(provider)
 
 
+def tracing_configured() -> bool:
+    """Whether `setup_tracing` ran in this process (its provider is the global one)."""
+    return _configured
+
+
 def traces_exported() -> bool:
     """Whether `setup_tracing` installed an exporter (optional spans are worth making)."""
     return _exported

@@ -28,6 +28,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import metadata
+from typing import Any
 
 import grpc
 from fedbroker.v1 import agent_service_pb2 as pb
@@ -80,6 +81,7 @@ class Agent:
     ) -> None:
         self.config = config
         self.backend = backend
+        self._site = config.site  # read by every log line about an attempt
         self.agent_id = agent_id or f"{socket.gethostname()}-{os.getpid()}"
         self._token = token
         self._attempts = AttemptTable(retention_s, clock)
@@ -281,13 +283,14 @@ class Agent:
                 await self._handle(each)
             return
         if kind in ("assignment", "cancel"):
-            epoch = message.assignment.epoch if kind == "assignment" else message.cancel.epoch
-            if epoch < self._epoch:
+            order = message.assignment if kind == "assignment" else message.cancel
+            if order.epoch < self._epoch:
                 log.warning(
                     "dropped a %s of lease epoch %d (now %d): its broker lost the lease",
                     kind,
-                    epoch,
+                    order.epoch,
                     self._epoch,
+                    extra=self._fields(messages.key_of(order)),
                 )
                 return
         if kind == "assignment":
@@ -306,16 +309,23 @@ class Agent:
         known = self._attempts.get(key)
         if known is not None:
             # At-least-once delivery: a re-send is acknowledged again, never launched again.
-            log.info("assignment %s received again (%s); not launching a second copy", key, known.state)
+            log.info(
+                "assignment %s received again (%s); not launching a second copy",
+                key,
+                known.state,
+                extra=self._fields(key),
+            )
         else:
+            trace_id = messages.trace_id_of(assignment)
             log.info(
                 "assignment %s received: %s for tenant %s, nodes %s",
                 key,
                 assignment.spec.name or "(unnamed)",
                 assignment.tenant,
                 ",".join(assignment.nodes) or "(any)",
+                extra=self._fields(key, trace_id, tenant=assignment.tenant),
             )
-            self._attempts.taken(key)
+            self._attempts.taken(key, trace_id)
             self._for_attempt(key, lambda: self._launch(assignment))
         self._send(messages.ack(key))
 
@@ -335,7 +345,12 @@ class Agent:
     async def _launch(self, assignment: pb.Assignment) -> None:
         key = messages.key_of(assignment)
         parent = telemetry.extract(assignment.trace_context)
-        attributes: dict[str, str | int] = {"workload.id": key.workload_id, "workload.attempt": key.attempt}
+        attributes: dict[str, str | int] = {  # the broker's names, so one search finds both sides
+            "fedbroker.workload": key.workload_id,
+            "fedbroker.attempt": key.attempt,
+            "fedbroker.site": self.config.site,
+            "fedbroker.tenant": assignment.tenant,
+        }
         tracer = telemetry.tracer()
         # Not made current (a context switch in and out per attempt cost as much as the span):
         # the backend's call is its child, and current, for whatever the backend's client traces.
@@ -361,36 +376,44 @@ class Agent:
             except Exception as error:  # whatever went wrong, the attempt must end FAILED, not hang PLACED
                 span.set_status(Status(StatusCode.ERROR, str(error)))
                 if isinstance(error, BackendError):
-                    log.error("launch of %s failed: %s", key, error)
+                    log.error(
+                        "launch of %s failed: %s", key, error, extra=_span_fields(self._fields(key), span)
+                    )
                 else:
-                    log.exception("launch of %s failed", key)
+                    log.exception("launch of %s failed", key, extra=_span_fields(self._fields(key), span))
                 self._changed(
                     AttemptStatus(key, State.FAILED, f"launch failed: {error}", reason=Reason.LAUNCH_ERROR)
                 )
                 return
         finally:
             span.end()
-        log.info("launched %s on the %s backend", key, self.backend.kind)
+        log.info(
+            "launched %s on the %s backend",
+            key,
+            self.backend.kind,
+            extra=_span_fields(self._fields(key), span),
+        )
 
     async def _cancel(self, cancel: pb.Cancel) -> None:
         key = messages.key_of(cancel)
         known = self._attempts.get(key)
+        fields = self._fields(key)
         if known is None:
-            log.info("cancel for %s, which this agent does not run; nothing to do", key)
+            log.info("cancel for %s, which this agent does not run; nothing to do", key, extra=fields)
             return
         if known.state.terminal:
-            log.info("cancel for %s, which already ended %s; nothing to do", key, known.state)
+            log.info("cancel for %s, which already ended %s; nothing to do", key, known.state, extra=fields)
             return
-        log.info("cancelling %s: %s", key, cancel.reason or "asked by the broker")
+        log.info("cancelling %s: %s", key, cancel.reason or "asked by the broker", extra=fields)
         self._for_attempt(key, lambda: self._cancel_now(key))
 
     async def _cancel_now(self, key: AttemptKey) -> None:
         try:
             await self.backend.cancel(key)  # exactly this attempt: fencing by attempt number
         except BackendError as error:
-            log.error("cancel of %s failed: %s", key, error)
+            log.error("cancel of %s failed: %s", key, error, extra=self._fields(key))
         except Exception:
-            log.exception("cancel of %s failed", key)
+            log.exception("cancel of %s failed", key, extra=self._fields(key))
 
     async def _follow_backend(self) -> None:
         async for status in self.backend.changes():
@@ -400,13 +423,43 @@ class Agent:
         if not self._attempts.apply(status):
             return
         detail = f" ({status.message})" if status.message else ""
-        log.info("%s is %s%s", status.key, status.state, detail)
+        log.info(
+            "%s is %s%s",
+            status.key,
+            status.state,
+            detail,
+            extra=self._fields(status.key, state=status.state.value, reason=status.reason or None),
+        )
         self._send(messages.update(status))
+
+    def _fields(self, key: AttemptKey, trace_id: str | None = None, **more: str | None) -> dict[str, Any]:
+        """The structured fields of a log line about one attempt (as `broker.observability.logs`'
+        `workload_fields`): its workload, attempt and site, and its trace when the assignment
+        brought one. A dict literal: this runs for every line about every attempt."""
+        fields: dict[str, Any] = {"workload_id": key.workload_id, "attempt": key.attempt, "site": self._site}
+        if trace_id is None:
+            trace_id = self._attempts.trace_id(key)
+        if trace_id:
+            fields["trace_id"] = trace_id
+        for name, value in more.items():
+            if value is not None:
+                fields[name] = value
+        return fields
 
     def _send(self, message: pb.AgentMessage) -> None:
         # While disconnected the message is dropped on purpose: the next snapshot carries the state.
         if self._outbox is not None:
             self._outbox.put_nowait(message)
+
+
+def _span_fields(fields: dict[str, Any], span: trace.Span) -> dict[str, Any]:
+    """`fields` with the id of `span`, which is never made current (so the log filter cannot see it)."""
+    context = span.get_span_context()
+    if context.is_valid:
+        fields["span_id"] = format(context.span_id, "016x")
+        if "trace_id" not in fields:  # the assignment brought no trace: the span began one
+            fields["trace_id"] = format(context.trace_id, "032x")
+    return fields
 
 
 async def run_until_signalled(agent: Agent) -> None:

@@ -21,6 +21,7 @@ DEFAULT_RETENTION_S = 600.0
 class _Entry:
     status: AttemptStatus
     ended_at: float | None = None
+    trace_id: str = ""  # the workload's trace (from its assignment), for the attempt's log lines
 
 
 class AttemptTable:
@@ -38,9 +39,14 @@ class AttemptTable:
         entry = self._entries.get(key)
         return entry.status if entry else None
 
-    def taken(self, key: AttemptKey) -> None:
+    def taken(self, key: AttemptKey, trace_id: str = "") -> None:
         """The agent accepted an assignment: PLACED until the backend says more."""
-        self._entries.setdefault(key, _Entry(AttemptStatus(key, State.PLACED)))
+        self._entries.setdefault(key, _Entry(AttemptStatus(key, State.PLACED), trace_id=trace_id))
+
+    def trace_id(self, key: AttemptKey) -> str:
+        """The trace of the attempt's workload, if its assignment reached this agent ("" if not)."""
+        entry = self._entries.get(key)
+        return entry.trace_id if entry else ""
 
     def apply(self, status: AttemptStatus) -> bool:
         """Record a backend change; False when it changes nothing or would leave a terminal state."""

@@ -19,6 +19,12 @@ def key_of(message: pb.Assignment | pb.Cancel | pb.Ack) -> AttemptKey:
     return AttemptKey(message.workload_id, message.attempt)
 
 
+def trace_id_of(assignment: pb.Assignment) -> str:
+    """The workload's trace id from the assignment's W3C ``traceparent`` ("" if it has none)."""
+    parts = assignment.trace_context.get("traceparent", "").split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else ""
+
+
 def launch_from(assignment: pb.Assignment, trace_env: Mapping[str, str]) -> Launch:
     """The backend's view of an assignment; the agent's own variables win over the workload's."""
     spec = assignment.spec

@@ -11,7 +11,9 @@ from collections.abc import AsyncIterator
 
 import grpc
 from fedbroker.v1 import types_pb2, workload_service_pb2, workload_service_pb2_grpc
+from opentelemetry import trace
 
+from broker import telemetry
 from broker.api import convert, logs, workload_views
 from broker.api.status import status_for, unary
 from broker.auth import Authenticator, Identity
@@ -56,6 +58,21 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
         if len(spec_wire) > MAX_SPEC_BYTES:
             raise InvalidArgument(f"spec: {len(spec_wire):,} bytes; at most {MAX_SPEC_BYTES:,} are accepted")
         record, explanation = await self.engine.submit(who.name, spec, spec_wire)
+        if telemetry.traces_exported():
+            # The RPC's server span (broker/observability/grpc_tracing.py) and the workload's own
+            # trace (its `fedbroker.submit` root, broker/engine/state.py) are joined here, the one
+            # place both are known: the workload and its trace id on the RPC's span. A search for
+            # the workload finds both; the RPC's span names the trace. Not a parent: the workload's
+            # trace outlives the call (placement, dispatch, the launch) and is one per workload.
+            # Not a span link from `fedbroker.submit`: the RPC's context would have to ride the
+            # command into the engine, and most trace UIs show a link only from its own side.
+            trace.get_current_span().set_attributes(
+                {
+                    "fedbroker.workload": record.id,
+                    "fedbroker.tenant": who.name,
+                    "fedbroker.workload.trace_id": record.trace_id,
+                }
+            )
         return workload_service_pb2.SubmitResponse(
             workload=convert.workload(record, wire), explanation=convert.explanation(explanation)
         )

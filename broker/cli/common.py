@@ -14,8 +14,10 @@ from typing import Any, TypeVar
 
 import click
 
+from broker import telemetry
 from broker.cli.errors import BAD_INPUT, Failure, exit_with, from_client_error, from_invalid_input
 from broker.client import Client, ClientError
+from broker.observability.otel_env import TelemetryConfigError
 from broker.sdk.client import Client as SdkClient
 from broker.sdk.settings import NO_TOKEN_HELP, resolve
 from broker.validation import InvalidInput
@@ -72,6 +74,10 @@ def client_options(command: F) -> F:
             exit_with(from_invalid_input(error), as_json)
         if not settings.token:
             exit_with(Failure("NO_TOKEN", NO_TOKEN_HELP, BAD_INPUT), as_json)
+        try:  # OTEL_TRACES_EXPORTER set: the client's calls are traced (gRPC client spans)
+            telemetry.setup_tracing("fedbroker-cli")
+        except TelemetryConfigError as error:
+            exit_with(Failure("INVALID_INPUT", str(error), BAD_INPUT), as_json)
         with Client(settings.endpoint, settings.token, tls=settings.tls) as client:
             ctx.meta[SDK_KEY] = SdkClient(settings=settings, raw=client)
             try:

@@ -47,7 +47,7 @@ from broker.engine.observer import CycleObserver, NoObserver
 from broker.engine.records import Event, WorkloadRecord
 from broker.engine.recovery import rebuild
 from broker.engine.state import BrokerState
-from broker.engine.tx import Tx
+from broker.engine.tx import Rows, Tx
 from broker.errors import BrokerError, InvalidArgument, NotFound, Standby, Unavailable
 from broker.lifecycle import QUEUED
 from broker.placement import Node, PlacementError, SiteUsage
@@ -438,6 +438,8 @@ class Engine:
             span = tracer.start_span(
                 "fedbroker.cycle.persist", _NO_TRACE, attributes={"fedbroker.rows": len(rows)}
             )
+            if telemetry.traces_exported():  # it is the database span (no SQLAlchemy instrumentation)
+                span.set_attributes(self._db_span_attributes(rows))
             try:
                 try:
                     await self.writer.commit(rows)
@@ -473,6 +475,19 @@ class Engine:
                 future.set_result(value)
         span.end()
         self.observer.cycle_done(tx, decided - started, persist_s)
+
+    def _db_span_attributes(self, rows: Rows) -> dict[str, str | int]:
+        """The persist span's database attributes: the system and the rows of its one transaction."""
+        return {
+            "db.system.name": self.store.engine.dialect.name,  # "sqlite", "postgresql"
+            "db.operation.name": "COMMIT",
+            "fedbroker.rows.inserted": len(rows.inserted),
+            "fedbroker.rows.updated": len(rows.updated),
+            "fedbroker.rows.events": len(rows.events),
+            "fedbroker.rows.decisions": len(rows.decisions),
+            "fedbroker.rows.charges": len(rows.charges),
+            "fedbroker.rows.sites": len(rows.sites),
+        }
 
     @staticmethod
     def _decide(state: BrokerState, tx: Tx, command: c.Command) -> Any:

@@ -21,8 +21,10 @@ broker restart keeps it. After `limit` free requeues the workload ends FAILED (K
 backoffLimitCount): an endless infrastructure loop still ends in a known state.
 
 The broker's own loss detection (a site silent past the TTL and grace, a restarted
-agent that no longer knows an attempt) is not a reported reason and still uses an
-attempt (broker/engine/state.py).
+agent that no longer knows an attempt) still uses an attempt (broker/engine/state.py):
+the broker cannot tell a dead site from a partitioned one whose work still runs. Its
+events carry a reason of their own (`SITE_UNAVAILABLE`, `FORGOTTEN`), not the agent's
+`lost`, whose rule here is a free requeue.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from dataclasses import dataclass
 from broker.config import InfraRetry
 
 PLATFORM = frozenset({"no_capacity", "lost"})
+# The broker's own reasons, on the events of attempts it gave up on (each uses an attempt).
+SITE_UNAVAILABLE = "site_unavailable"  # its site was silent past the heartbeat TTL (and the grace)
+FORGOTTEN = "forgotten_by_agent"  # the site's (restarted) agent no longer knows an attempt it took
 DOUBTFUL = frozenset({"image_pull", "launch_error"})
 REASON_MAX_CHARS = 32  # agents' words are stored; a longer one is not one of ours anyway
 

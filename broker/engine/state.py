@@ -275,11 +275,13 @@ class BrokerState:
             grace_over = now - link.unhealthy_since >= self.config.requeue_grace_s
             for workload in self._active_at(link.name):
                 if workload.state == PLACED and not workload.acked:
-                    self._retry_or_fail(tx, workload, f"site {link.name} unavailable before launch")
+                    what = f"site {link.name} unavailable before launch"
+                    self._retry_or_fail(tx, workload, what, infra.SITE_UNAVAILABLE)
                 elif grace_over:
                     gone_for = now - link.unhealthy_since
                     lost_nodes = workload.nodes
-                    self._retry_or_fail(tx, workload, f"site {link.name} unavailable for {gone_for:.0f}s")
+                    what = f"site {link.name} unavailable for {gone_for:.0f}s"
+                    self._retry_or_fail(tx, workload, what, infra.SITE_UNAVAILABLE)
                     gpus = workload.request.gpus_per_replica
                     release_lost_attempt(self.core, tx, link, workload.id, lost_nodes, gpus)
         self._release_due(tx)
@@ -394,8 +396,10 @@ class BrokerState:
                 self._place(tx, workload, decision)
 
     def _retry_or_fail(self, tx: Tx, workload: LiveWorkload, what: str, reason: str = "") -> None:
-        """An attempt that used one of max_attempts ended: the next one, or FAILED."""
+        """An attempt that used one of max_attempts ended: the next one, or FAILED. `reason` is
+        the agent's, or the broker's own when it gave up on the attempt (`infra.SITE_UNAVAILABLE`...)."""
         self._settle(tx, workload)
+        workload.reason = reason  # why the attempt ended, as `get` shows it (the agent's path set it already)
         # free requeues' attempts (the infrastructure's, preemptions) do not count
         used = workload.attempt - workload.infra_requeues - workload.preemptions
         if used < workload.max_attempts:
@@ -446,7 +450,8 @@ class BrokerState:
         """Attempts the site took but its (restarted) agent no longer knows were lost with it."""
         for workload in self._active_at(site):
             if workload.acked and workload.id not in seen:
-                self._retry_or_fail(tx, workload, f"attempt {workload.attempt} lost by the {site} agent")
+                what = f"attempt {workload.attempt} lost by the {site} agent"
+                self._retry_or_fail(tx, workload, what, infra.FORGOTTEN)
 
     def _healthy(self, link: SiteLink) -> None:
         link.unhealthy_since = None

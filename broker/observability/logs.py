@@ -18,7 +18,7 @@ from opentelemetry import trace
 
 FORMATS = ("text", "json")
 # Fields a record may carry (via `extra`), in the order they are written.
-CONTEXT_FIELDS = ("workload_id", "attempt", "tenant", "site", "state", "trace_id", "span_id")
+CONTEXT_FIELDS = ("workload_id", "attempt", "tenant", "site", "state", "reason", "trace_id", "span_id")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 

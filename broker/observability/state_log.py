@@ -29,6 +29,7 @@ class StateChangeLog:
                 site=event.site,
                 attempt=event.attempt,
                 state=event.state,
+                reason=event.reason or None,
             )
             level = logging.WARNING if event.state == FAILED else logging.INFO
             log.log(level, "%s is %s: %s", event.workload_id, event.state, event.message, extra=fields)

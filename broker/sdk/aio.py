@@ -27,7 +27,7 @@ from fedbroker.v1 import (
 )
 
 from broker import lifecycle
-from broker.client import ClientError
+from broker.client import ClientError, tracing_wanted
 from broker.sdk import workloads
 from broker.sdk.client import RECONNECT_FOR_S, backoff, since_time
 from broker.sdk.errors import WaitTimeout, broker_away, typed
@@ -39,12 +39,22 @@ T = TypeVar("T")
 
 
 def _channel(endpoint: str, tls: TlsFiles | None) -> grpc.aio.Channel:
+    interceptors = _client_spans() if tracing_wanted() else None  # as broker/client.py's channel
     if tls is None:
-        return grpc.aio.insecure_channel(endpoint)
+        return grpc.aio.insecure_channel(endpoint, interceptors=interceptors)
     files = [
         Path(f).expanduser().read_bytes() if f else None for f in (tls.ca_file, tls.key_file, tls.cert_file)
     ]
-    return grpc.aio.secure_channel(endpoint, grpc.ssl_channel_credentials(*files))
+    return grpc.aio.secure_channel(endpoint, grpc.ssl_channel_credentials(*files), interceptors=interceptors)
+
+
+def _client_spans() -> list[grpc.aio.ClientInterceptor]:
+    from opentelemetry.instrumentation.grpc import aio_client_interceptors, filters
+
+    spans: list[grpc.aio.ClientInterceptor] = aio_client_interceptors(
+        filter_=filters.negate(filters.health_check())
+    )
+    return spans
 
 
 class AsyncClient:

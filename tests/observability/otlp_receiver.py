@@ -38,6 +38,7 @@ class ReceivedSpan:
     attributes: dict[str, Any]
     events: list[tuple[str, dict[str, Any]]]
     status_code: int
+    kind: int = 0  # opentelemetry.proto.trace.v1.Span.SpanKind: 2 server, 3 client
 
 
 class OtlpReceiver(
@@ -83,6 +84,7 @@ class OtlpReceiver(
                             attributes=attributes(span.attributes),
                             events=[(e.name, attributes(e.attributes)) for e in span.events],
                             status_code=span.status.code,
+                            kind=span.kind,
                         )
                     )
         with self._lock:

@@ -154,15 +154,44 @@ def test_a_silent_site_is_counted_as_site_unavailable(tmp_path: Path) -> None:
     async def scenario(m: Metered) -> None:
         h = m.h
         await h.connect()
-        await h.submit()
+        record = await h.submit()
         await h.advance(11)  # past the TTL: the untaken assignment is requeued
         points = await m.collect()
         assert (
             total(points, "fedbroker.workload.requeues", **{"fedbroker.failure.reason": "site_unavailable"})
             == 1
         )
+        # From the event's reason, which the engine records with it (and the workload shows).
+        [requeued] = [
+            e for e in await h.engine.events_after(record.id, 0) if e.attempt == 1 and e.state == "QUEUED"
+        ]
+        assert requeued.reason == "site_unavailable"
+        assert (await h.get(record.id)).reason == "site_unavailable"
         assert total(points, "fedbroker.site.healthy", **{"fedbroker.site": "cyberport"}) == 0
         assert total(points, "fedbroker.site.heartbeat.age", **{"fedbroker.site": "cyberport"}) >= 10
+
+    run(tmp_path, scenario)
+
+
+def test_an_attempt_a_restarted_agent_forgot_is_counted_by_its_reason(tmp_path: Path) -> None:
+    async def scenario(m: Metered) -> None:
+        h = m.h
+        await h.connect()
+        record = await h.submit(max_attempts=1)
+        await h.ack(record.id, 1)
+        await h.update(record.id, 1, "RUNNING")
+        await h.connect()  # a restarted agent: its first report lists nothing
+        [failed] = [e for e in await h.engine.events_after(record.id, 0) if e.state == "FAILED"]
+        assert (failed.reason, failed.message) == (
+            "forgotten_by_agent",
+            "attempt 1 lost by the cyberport agent; no attempts left (1)",
+        )
+        assert (await h.get(record.id)).reason == "forgotten_by_agent"
+        points = await m.collect()
+        reason = {"fedbroker.failure.reason": "forgotten_by_agent"}
+        assert total(points, "fedbroker.attempt.failures", **reason) == 1
+        assert total(points, "fedbroker.workload.requeues", **reason) == 0  # none left: it failed
+        assert total(points, "fedbroker.attempt.failures", **{"fedbroker.failure.reason": "lost"}) == 0
 
     run(tmp_path, scenario)
 
@@ -184,9 +213,10 @@ def test_failure_reasons_are_bounded() -> None:
     assert failure_reason("oom", "attempt 1 failed (oom): killed") == "oom"
     assert failure_reason("a reason no agent of ours says", "x") == "other"
     assert failure_reason("preempted", "preempted by wl-1 (priority 10)") == "preempted"
-    assert (
-        failure_reason("", "site cyberport unavailable for 31s; queued for attempt 2") == "site_unavailable"
-    )
+    # The broker's own reasons are read from the field, never from the words.
+    assert failure_reason("site_unavailable", "whatever it says") == "site_unavailable"
+    assert failure_reason("forgotten_by_agent") == "forgotten_by_agent"
+    assert failure_reason("", "site cyberport unavailable for 31s; queued for attempt 2") == "unspecified"
     assert failure_reason("", "quarantined at recovery: bad spec") == "quarantined"
     assert failure_reason("", "attempt 2 failed: exit code 1; no attempts left (2)") == "unspecified"
 

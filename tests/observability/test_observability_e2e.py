@@ -4,7 +4,9 @@ traces and metrics over OTLP/gRPC to a receiver in this test, and serving Promet
 One trace per workload, broker to agent to the workload's environment (TRACEPARENT); the
 scraped figures agree with `fedbroker sites` and `fedbroker usage`; failures are counted by
 the agent's reason; the Grafana dashboard and the alert rules read only metrics that the
-processes export; JSON log lines about a workload carry its id and trace id.
+processes export; JSON log lines about a workload carry its id and trace id, on the broker
+and on the agent; the CLI's gRPC client spans parent the broker's server spans, and the
+Submit RPC's span names the workload and its trace.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from broker.localfed import DEV_TOKENS, REPO, LocalFederation, free_port
 from tests.observability.otlp_receiver import OtlpReceiver, ReceivedSpan
@@ -32,13 +35,22 @@ ALERTS = REPO / "helm" / "fedbroker" / "alerts" / "fedbroker.rules.yaml"
 
 class Observed:
     def __init__(
-        self, fed: LocalFederation, receiver: OtlpReceiver, broker_port: int, agent_port: int
+        self,
+        fed: LocalFederation,
+        receiver: OtlpReceiver,
+        broker_port: int,
+        agent_port: int,
+        otel: dict[str, str],
     ) -> None:
         self.fed, self.receiver = fed, receiver
         self.broker_port, self.agent_port = broker_port, agent_port
+        self.otel = otel  # the OTEL_* variables the broker and agents export with
 
-    def cli(self, *args: str, who: str = "lion-rock-ai") -> Any:
+    def cli(self, *args: str, who: str = "lion-rock-ai", traced: bool = False) -> Any:
+        """A `fedbroker` command; `traced`: with the processes' OTEL_* variables (client spans)."""
         env = {**os.environ, "FEDBROKER_ENDPOINT": self.fed.endpoint, "FEDBROKER_TOKEN": DEV_TOKENS[who]}
+        if traced:
+            env.update(self.otel)
         result = subprocess.run(
             [sys.executable, "-m", "broker", *args, "-o", "json"],
             capture_output=True,
@@ -49,7 +61,7 @@ class Observed:
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
 
-    def submit(self, tmp_path: Path, name: str, **changes: Any) -> dict[str, Any]:
+    def submit(self, tmp_path: Path, name: str, traced: bool = False, **changes: Any) -> dict[str, Any]:
         spec: dict[str, Any] = {
             "name": name,
             "backend": "kubernetes",
@@ -61,7 +73,7 @@ class Observed:
         spec.update(changes)
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(spec))
-        submitted: dict[str, Any] = self.cli("submit", "-f", str(path))
+        submitted: dict[str, Any] = self.cli("submit", "-f", str(path), traced=traced)
         return submitted
 
     def wait_state(self, workload_id: str, states: set[str]) -> dict[str, Any]:
@@ -102,7 +114,11 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
                 "FEDBROKER_METRICS_LISTEN": f"127.0.0.1:{broker_port}",
                 "FEDBROKER_LOG_FORMAT": "json",
             },
-            "agent-cyberport": {**otel, "FEDBROKER_METRICS_LISTEN": f"127.0.0.1:{agent_port}"},
+            "agent-cyberport": {
+                **otel,
+                "FEDBROKER_METRICS_LISTEN": f"127.0.0.1:{agent_port}",
+                "FEDBROKER_LOG_FORMAT": "json",
+            },
             "agent-sandy-ridge": otel,
         }
         fed = LocalFederation(
@@ -115,7 +131,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
             for site in fed.agent_configs:
                 fed.start_agent(site)
             fed.wait_healthy()
-            yield Observed(fed, receiver, broker_port, agent_port)
+            yield Observed(fed, receiver, broker_port, agent_port, otel)
 
 
 def test_one_trace_from_submit_to_the_workloads_environment(observed: Observed, tmp_path: Path) -> None:
@@ -149,6 +165,13 @@ def test_one_trace_from_submit_to_the_workloads_environment(observed: Observed, 
     assert submit.attributes["fedbroker.workload"] == submitted["id"]
     assert submit.attributes["fedbroker.tenant"] == "lion-rock-ai"
     assert place.attributes["fedbroker.site"] == "cyberport" and place.attributes["fedbroker.attempt"] == 1
+    # The agent's spans use the broker's attribute names: one search finds both sides.
+    for span in (launch, backend):
+        assert span.attributes["fedbroker.workload"] == submitted["id"]
+        assert span.attributes["fedbroker.attempt"] == 1
+        assert span.attributes["fedbroker.site"] == "cyberport"
+        assert span.attributes["fedbroker.tenant"] == "lion-rock-ai"
+        assert "workload.id" not in span.attributes
     # Every candidate's terms and reasons are events on `place`.
     candidates = {attrs["site"]: attrs for name, attrs in place.events if name == "candidate"}
     assert set(candidates) == {"cyberport", "sandy-ridge"}
@@ -346,8 +369,100 @@ def test_the_brokers_rpcs_have_grpc_server_spans(observed: Observed, tmp_path: P
         spans = [s for s in observed.receiver.spans() if s.attributes.get("rpc.system") == "grpc"]
         return spans if any(s.name.endswith("WorkloadService/Get") for s in spans) else None
 
-    spans = wait_for(rpc_spans, "gRPC server spans")
+    spans = [s for s in wait_for(rpc_spans, "gRPC server spans") if s.kind == Span.SPAN_KIND_SERVER]
     assert {s.service for s in spans} == {"fedbroker-broker"}
     names = {s.name for s in spans}
     assert "/fedbroker.v1.WorkloadService/Submit" in names
     assert not any("Connect" in n or "grpc.health" in n for n in names)  # the streams and probes are left out
+
+
+def test_the_agents_json_log_lines_carry_the_attempt_and_its_trace(
+    observed: Observed, tmp_path: Path
+) -> None:
+    submitted = observed.submit(tmp_path, "agent-logged")
+    workload_id, trace_id = submitted["id"], submitted["trace_id"]
+    observed.wait_state(workload_id, {"SUCCEEDED"})
+
+    def lines() -> list[dict[str, Any]] | None:
+        text = (observed.fed.workdir / "agent-cyberport.log").read_text()
+        parsed = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        mine = [line for line in parsed if line.get("workload_id") == workload_id]
+        return mine if any(line.get("state") == "SUCCEEDED" for line in mine) else None
+
+    mine = wait_for(lines, "the agent's log lines about the workload")
+    # Received, launched, RUNNING, SUCCEEDED: each with its fields, not only in its words.
+    assert len(mine) >= 4
+    for line in mine:
+        assert (line["workload_id"], line["attempt"], line["site"]) == (workload_id, 1, "cyberport")
+        assert line["trace_id"] == trace_id
+        assert line["logger"] == "fedbroker.agent" and {"time", "level", "message"} <= set(line)
+    assert {line.get("state") for line in mine} >= {"RUNNING", "SUCCEEDED"}
+    [received] = [line for line in mine if line["message"].startswith("assignment ")]
+    assert received["tenant"] == "lion-rock-ai"
+    # The launch line names the agent's launch span, which is never made current.
+    [launched] = [line for line in mine if line["message"].startswith("launched ")]
+    launch = wait_for(
+        lambda: next((s for s in observed.receiver.spans(trace_id) if s.name == "agent.launch"), None),
+        "the agent's launch span",
+    )
+    assert launched["span_id"] == launch.span_id
+
+
+def test_the_clis_client_spans_parent_the_brokers_server_spans(observed: Observed, tmp_path: Path) -> None:
+    """With OTEL_TRACES_EXPORTER set, the CLI traces its calls; the Submit RPC's server span
+    names the workload and the workload's own trace, so each is found from the other."""
+    submitted = observed.submit(tmp_path, "client-traced", traced=True)
+    workload_id, workload_trace = submitted["id"], submitted["trace_id"]
+
+    def submit_rpc() -> tuple[ReceivedSpan, ReceivedSpan] | None:
+        spans = observed.receiver.spans()
+        servers = [
+            s
+            for s in spans
+            if s.name == "/fedbroker.v1.WorkloadService/Submit"
+            and s.kind == Span.SPAN_KIND_SERVER
+            and s.attributes.get("fedbroker.workload") == workload_id
+        ]
+        if not servers:
+            return None
+        clients = [s for s in spans if s.span_id == servers[0].parent_span_id]
+        return (servers[0], clients[0]) if clients else None
+
+    server, client = wait_for(submit_rpc, "the Submit RPC's client and server spans")
+    assert (client.service, client.kind, client.name) == (
+        "fedbroker-cli",
+        Span.SPAN_KIND_CLIENT,
+        "/fedbroker.v1.WorkloadService/Submit",
+    )
+    assert client.trace_id == server.trace_id and client.attributes["rpc.system"] == "grpc"
+    assert server.service == "fedbroker-broker"
+    # RPC -> workload: the server span names the workload's trace, its own trace is the call's.
+    assert server.attributes["fedbroker.workload.trace_id"] == workload_trace
+    assert server.attributes["fedbroker.tenant"] == "lion-rock-ai"
+    assert server.trace_id != workload_trace  # one trace per workload, not the client's
+    # workload -> RPC: the attribute search that finds the workload's spans finds the RPC's too.
+    wait_for(lambda: observed.receiver.spans(workload_trace) or None, "the workload's spans")
+    found = {
+        s.trace_id for s in observed.receiver.spans() if s.attributes.get("fedbroker.workload") == workload_id
+    }
+    assert found >= {workload_trace, server.trace_id}
+
+
+def test_the_cycles_commit_is_a_database_span(observed: Observed, tmp_path: Path) -> None:
+    observed.submit(tmp_path, "committed")
+
+    def persist() -> ReceivedSpan | None:
+        return next(
+            (
+                s
+                for s in observed.receiver.spans()
+                if s.name == "fedbroker.cycle.persist" and s.attributes.get("fedbroker.rows.inserted", 0) >= 1
+            ),
+            None,
+        )
+
+    span = wait_for(persist, "a persist span with an inserted workload")
+    assert span.service == "fedbroker-broker"
+    assert (span.attributes["db.system.name"], span.attributes["db.operation.name"]) == ("sqlite", "COMMIT")
+    assert span.attributes["fedbroker.rows.events"] >= 1 and span.attributes["fedbroker.rows.decisions"] >= 1
+    assert not [s for s in observed.receiver.spans() if s.name.startswith("fedbroker.db")]  # not twice

@@ -47,6 +47,18 @@ def test_an_unknown_metrics_exporter_stops_the_agent(tmp_path: Path) -> None:
     assert "OTEL_METRICS_EXPORTER='statsd': unknown exporter statsd" in result.stderr
 
 
+def test_an_unknown_traces_exporter_stops_a_client_command_before_it_calls() -> None:
+    # Port 1: nothing listens, so only the telemetry check can answer before a connection fails.
+    result = start(
+        ["get", "wl-x", "-o", "json"],
+        OTEL_TRACES_EXPORTER="jaegar",
+        FEDBROKER_ENDPOINT="127.0.0.1:1",
+        FEDBROKER_TOKEN="x",
+    )
+    assert result.returncode == 2, result.stderr
+    assert "OTEL_TRACES_EXPORTER='jaegar': unknown exporter jaegar" in result.stderr
+
+
 def test_a_taken_metrics_port_stops_the_broker(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -88,3 +100,45 @@ def test_listen_addresses() -> None:
     for bad in ("9464", "host:", "host:http", "host:70000"):
         with pytest.raises(TelemetryConfigError):
             parse_listen(bad)
+
+
+SDK_USER = """
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from broker.client import Client, ClientError
+
+exported = InMemorySpanExporter()
+if {installs}:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    trace.set_tracer_provider(provider)
+with Client("127.0.0.1:1", "x", timeout=2) as client:
+    print(type(client._channel).__name__)
+    try:
+        client.sites()
+    except ClientError as error:
+        print(error.code.name)
+print([(s.name, s.kind.name, s.attributes["rpc.grpc.status_code"]) for s in exported.get_finished_spans()])
+"""
+
+
+@pytest.mark.parametrize("installs", [True, False])
+def test_the_sdk_traces_its_calls_when_the_application_installed_a_tracer_provider(installs: bool) -> None:
+    """An application's own provider is honoured (port 1: the call fails, its span says so);
+    without one the channel has no interceptor at all."""
+    result = subprocess.run(
+        [sys.executable, "-c", SDK_USER.format(installs=installs)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    channel, code, spans = result.stdout.splitlines()
+    assert code == "UNAVAILABLE"
+    if installs:
+        assert spans == "[('/fedbroker.v1.SiteService/ListSites', 'CLIENT', 14)]"
+    else:
+        assert (channel, spans) == ("Channel", "[]")  # grpc's own channel: no interceptor per call
