@@ -183,7 +183,8 @@ def test_an_upgrade_from_the_baseline_keeps_every_row(db_url: str) -> None:
     assert SECRET not in upgraded.stdout + upgraded.stderr
 
     after = all_rows(url)
-    assert after == before
+    for table, rows in before.items():  # every row and value is there (later columns aside)
+        assert [{k: r[k] for k in rows[0]} for r in after[table]] == rows
     assert after["decisions"][0]["explanation"] == {"z": 1, "a": [2]}
     assert after["workloads"][0]["spec"]["env"] == {"A": "é"}
     if url.startswith("postgresql"):
