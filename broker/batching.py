@@ -23,7 +23,7 @@ BATCH_BYTES = 1 << 20
 
 
 async def batches(
-    queue: asyncio.Queue[Any], encode: Callable[[Any], M], limit: int = BATCH_BYTES
+    queue: asyncio.Queue[Any], encode: Callable[[Any], M], limit: int = BATCH_BYTES, linger_s: float = 0.0
 ) -> AsyncIterator[list[M]]:
     """The queued items, encoded, in order, in lists of as many as are there now within
     `limit` bytes (a larger one goes alone); ends at the first None. (The queue's items
@@ -35,6 +35,8 @@ async def batches(
             if item is None:
                 return
             carried = encode(item)
+            if linger_s and queue.empty():
+                await asyncio.sleep(linger_s)  # let what follows at once join this batch
         batch, total = [carried], carried.ByteSize()
         carried = None
         while not queue.empty():

@@ -53,3 +53,19 @@ async def _idle_then_end() -> None:
     queue.put_nowait(None)
     assert await asyncio.wait_for(pending, 1) == [_ack(2), _ack(3)]
     assert await anext(stream, None) is None
+
+
+def test_a_linger_lets_what_follows_at_once_join_the_batch() -> None:
+    async def scenario() -> list[list[pb.AgentMessage]]:
+        queue: asyncio.Queue[pb.AgentMessage | None] = asyncio.Queue()
+        stream = batches(queue, lambda m: m, linger_s=0.05)
+        queue.put_nowait(_ack(1))
+        first = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0.01)  # within the linger
+        queue.put_nowait(_ack(2))
+        got = [await asyncio.wait_for(first, 1)]
+        queue.put_nowait(None)
+        got.extend([batch async for batch in stream])
+        return got
+
+    assert asyncio.run(scenario()) == [[_ack(1), _ack(2)]]
