@@ -101,6 +101,9 @@ def describe(client: Client, as_json: bool, workload: str) -> None:
         "started_at": output.models.iso(started),
         "ended_at": output.models.iso(ended),
         "run_seconds": round(run_seconds, 3),
+        # List price, before subsidy: the money issue's `total_hkd` (usage), not `tenant_hkd`
+        # (the tenant's share); `cost_so_far_hkd` is the same figure under its first name.
+        "total_hkd_so_far": None if cost is None else round(cost, 2),
         "cost_so_far_hkd": None if cost is None else round(cost, 2),
         "attempts": [
             {
@@ -148,8 +151,12 @@ def _text(
         f"  Ended:     {_when(_parse(data['ended_at']))}",
         f"  Run time:  {humane.duration(data['run_seconds'])}",
         "Cost so far: "
-        + ("unknown (no price)" if data["cost_so_far_hkd"] is None else f"HK$ {data['cost_so_far_hkd']:,.2f}")
-        + " at list price, before subsidy (settled charges: fedbroker usage)",
+        + (
+            "unknown (no price)"
+            if data["total_hkd_so_far"] is None
+            else f"HK$ {data['total_hkd_so_far']:,.2f} (list price, before subsidy: the total, "
+            "not the tenant's share; settled charges: fedbroker usage)"
+        ),
     ]
     if spec is not None:
         r = spec.resources

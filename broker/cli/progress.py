@@ -1,8 +1,9 @@
 """A status line for long waits: a spinner with what is being waited for, on a terminal only.
 
 Written here rather than taken from a library: it is one redrawn line on stderr, and
-click (already used) has no spinner; when stderr is not a terminal (CI, pipes) it prints
-nothing at all, so logs stay clean.
+click (already used) has no spinner. It shows only when both stdout and stderr are a terminal:
+when either is not (CI, a pipe, a file) it prints nothing at all, so logs stay clean and a
+piped stdout (`fedbroker watch ID | grep ...`) never lands on the spinner's line.
 """
 
 from __future__ import annotations
@@ -17,9 +18,14 @@ import click
 FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
 
+def on_a_terminal() -> bool:
+    """A person is watching: both streams go to a terminal."""
+    return sys.stdout.isatty() and sys.stderr.isatty()
+
+
 class StatusLine:
     def __init__(self, enabled: bool = True, interval: float = 0.1) -> None:
-        self.enabled = enabled and sys.stderr.isatty()
+        self.enabled = enabled and on_a_terminal()
         self.interval = interval
         self._text = "connecting"
         self._started = time.monotonic()

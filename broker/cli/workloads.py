@@ -192,30 +192,46 @@ def explain(client: Client, as_json: bool, workload: str) -> None:
 
 
 @click.command()
-@click.option("-w", "--watch", "follow", is_flag=True, help="Refresh every --interval seconds (Ctrl-C ends).")
+@click.option(
+    "-w",
+    "--watch",
+    "follow",
+    is_flag=True,
+    help="Then print the sites again whenever one changes (health, GPUs, load), checking every "
+    "--interval seconds; on a terminal, redraw every --interval. Ctrl-C ends.",
+)
 @click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True)
 @client_options
 def sites(client: Client, as_json: bool, follow: bool, interval: float) -> None:
     """The federation's sites: health, GPUs and load, and per GPU model with its price."""
+    redraw = follow and not as_json and sys.stdout.isatty()  # a live screen, like watch(1)
     shown = None
     while True:
         rows = [output.site_json(s) for s in client.sites()]
-        if rows != shown:
+        state = [_without_heartbeat_age(row) for row in rows]
+        if state != shown or redraw:
             if as_json and follow:
                 click.echo(output.json.dumps(rows))
             elif as_json:
                 output.emit_json(rows)
             else:
-                if follow and sys.stdout.isatty():
+                if redraw:
                     click.clear()
                 click.echo(output.table(rows, SITE_COLUMNS))
                 models = humane.model_rows(rows)
                 if models:
                     click.echo("\n" + output.table(models, MODEL_COLUMNS))
-            shown = rows
+                if follow and not redraw:
+                    click.echo()  # a blank line between one update and the next
+            shown = state
         if not follow:
             return
         time.sleep(interval)
+
+
+def _without_heartbeat_age(row: dict[str, object]) -> dict[str, object]:
+    """A site's state: its heartbeat's age grows between any two looks, so it is no change."""
+    return {k: v for k, v in row.items() if k != "heartbeat_age_s"}
 
 
 @click.command()

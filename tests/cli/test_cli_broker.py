@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import queue
+import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -165,13 +170,19 @@ def test_describe_tells_the_whole_story(fed: LocalFederation, tmp_path: Path) ->
     assert story["id"] == submitted["id"] and story["state"] == "SUCCEEDED"
     assert story["spec"]["name"] == "described" and story["nodes"]
     assert story["started_at"] and story["ended_at"] and story["run_seconds"] > 0
-    assert story["cost_so_far_hkd"] > 0
+    # Its figure is the list price before subsidy: the money issue's total, not the tenant's share.
+    assert story["total_hkd_so_far"] == story["cost_so_far_hkd"] > 0
     assert [a["outcome"] for a in story["attempts"]] == ["SUCCEEDED"]
     assert story["explanation"]["summary"].startswith("finished: SUCCEEDED on ")
     assert [e["state"] for e in story["events"]] == ["PLACED", "RUNNING", "SUCCEEDED"]
     text = cli(fed, "describe", submitted["id"]).stdout
     for heading in ("Name:", "Times:", "Attempts:", "Explanation:", "Events:", "Cost so far:"):
         assert heading in text
+    cost = next(line for line in text.splitlines() if line.startswith("Cost so far:"))
+    assert (
+        f"HK$ {story['total_hkd_so_far']:,.2f} (list price, before subsidy: the total, not the tenant's"
+        in cost
+    )
 
 
 def test_explain_of_a_workload_cancelled_while_queued_is_in_the_past_tense(
@@ -275,3 +286,145 @@ def test_watch_survives_a_broker_restart_and_a_timeout_has_its_own_exit_code(
     log = (fed.workdir / "broker.log").read_text()
     assert "CancelledError" not in log and "Traceback" not in log
     fed.wait_healthy()
+
+
+# ------------------------------------------------------------------ long waits: a status line, sites -w
+
+SPINNER = re.compile(r"[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏] (wl-\w+) (\w+)( on [\w-]+)? \((\d+)s\)")
+
+
+class Terminal:
+    """A pseudo-terminal: what a process writes to it, read until every writer has closed it."""
+
+    def __init__(self) -> None:
+        self.master, self.slave = pty.openpty()
+        self.output = bytearray()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+
+    def start(self) -> None:
+        os.close(self.slave)  # the child holds it now; the master reads EOF (EIO) once it exits
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, 4096)
+            except OSError:  # EIO: no writer is left
+                break
+            if not chunk:
+                break
+            self.output += chunk
+
+    def wait_for(self, pattern: re.Pattern[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not pattern.search(bytes(self.output).decode(errors="replace")):
+            tail = bytes(self.output[-2000:])
+            assert time.monotonic() < deadline, f"not on the terminal: {pattern.pattern}\n{tail!r}"
+            time.sleep(0.1)
+
+    def text(self) -> str:
+        self._reader.join(30)
+        os.close(self.master)
+        return self.output.decode(errors="replace")
+
+
+def cli_env(fed: LocalFederation, who: str = "lion-rock-ai") -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEDBROKER_")}
+    env.update(
+        FEDBROKER_ENDPOINT=fed.endpoint, FEDBROKER_TOKEN=DEV_TOKENS[who], FEDBROKER_CONFIG="/nonexistent"
+    )
+    return env
+
+
+def test_watch_shows_a_status_line_on_a_terminal_and_nothing_when_output_is_not_one(
+    fed: LocalFederation, tmp_path: Path
+) -> None:
+    command = [sys.executable, "-m", "broker", "watch"]
+    both, stderr_only = Terminal(), Terminal()
+    cli_json(fed, "pause", who="sre")  # it waits in the queue until every watcher is waiting for it
+    try:
+        submitted = cli_json(fed, "submit", "-f", str(workload_file(tmp_path, "spun", seconds=3)))
+        on_a_terminal = subprocess.Popen(
+            [*command, submitted["id"]], stdout=both.slave, stderr=both.slave, env=cli_env(fed)
+        )
+        # stderr is a terminal but stdout a pipe (`watch ID | grep ...`): a spinner would land on
+        # the terminal between the piped lines, so there is none.
+        piped_out = subprocess.Popen(
+            [*command, submitted["id"]],
+            stdout=subprocess.PIPE,
+            stderr=stderr_only.slave,
+            text=True,
+            env=cli_env(fed),
+        )
+        in_a_log = subprocess.Popen(  # both piped, as in CI
+            [*command, submitted["id"]],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_env(fed),
+        )
+        both.start()
+        stderr_only.start()
+        # Waiting for it to leave the queue, a status line says so (all three watchers have started).
+        both.wait_for(re.compile(rf"[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏] {submitted['id']} QUEUED \(2s\)"), 60)
+    finally:
+        cli_json(fed, "resume", who="sre")
+    log_out, log_err = in_a_log.communicate(timeout=60)
+    assert on_a_terminal.wait(60) == 0 and piped_out.wait(60) == 0 and in_a_log.returncode == 0
+
+    screen = both.text()
+    spins = SPINNER.findall(screen)
+    assert spins, screen
+    assert {workload for workload, *_ in spins} == {submitted["id"]}
+    assert any(state == "RUNNING" and site for _, state, site, _ in spins), spins
+    assert "\r\x1b[K" in screen  # redrawn in place
+    # The events still print, as lines of their own.
+    assert re.search(r"SUCCEEDED +attempt 1 on [\w-]+ \[exit\]: exit code 0\r\n", screen), screen
+    assert "Traceback" not in screen
+
+    assert stderr_only.text() == ""
+    out, _ = piped_out.communicate()
+    for quiet in (out, log_out, log_err):
+        assert not SPINNER.search(quiet) and "\x1b" not in quiet and "\r" not in quiet, quiet
+    assert [line.split()[1] for line in log_out.splitlines()] == ["QUEUED", "PLACED", "RUNNING", "SUCCEEDED"]
+    assert out == log_out
+
+
+def test_sites_watch_prints_an_update_when_a_site_changes_and_ctrl_c_ends_it(fed: LocalFederation) -> None:
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "broker", "sites", "--watch", "--interval", "0.3", "-o", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(fed, "sre"),
+    )
+    updates: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        assert follower.stdout is not None
+        for line in follower.stdout:
+            updates.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        first = {s["name"]: s for s in json.loads(updates.get(timeout=30))}
+        assert first["cyberport"]["healthy"] and first["sandy-ridge"]["healthy"]
+        # Nothing changes: no update, though each look finds an older heartbeat.
+        with pytest.raises(queue.Empty):
+            updates.get(timeout=1.5)
+        fed.stop("agent-cyberport")
+        deadline = time.monotonic() + 30
+        while True:
+            now = {s["name"]: s for s in json.loads(updates.get(timeout=deadline - time.monotonic()))}
+            if not now["cyberport"]["healthy"]:
+                break
+        assert now["sandy-ridge"]["healthy"]
+        follower.send_signal(signal.SIGINT)  # Ctrl-C
+        _, err = follower.communicate(timeout=30)
+        assert follower.returncode == 130 and err.strip() == "interrupted", err
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+        fed.start_agent("cyberport")
+        fed.wait_healthy()
