@@ -92,6 +92,7 @@ DEFAULT_PREEMPTION_WAIT_S = 120.0
 # Distinct waiting shapes that may look for victims in one pass: bounds the pass's cost
 # when many high-priority workloads wait (the rest look in the next pass, a second later).
 PREEMPTION_SHAPES_PER_PASS = 16
+_STATIC_SETS_MAX = 1 << 20  # distinct usable-site sets in one pass (at most 2^sites, and classes)
 
 
 class _Nomination(NamedTuple):
@@ -522,7 +523,10 @@ class PlacementCore:
         failed: dict[int, tuple[str, ...] | None] = {}  # shape id -> hold sites (None: unknown)
         failed_sizes: dict[int, list[ShapeSize]] = {}  # class id -> failed sizes
         cap_failed: set[int] = set()  # gang sizes that fit no site's free nodes now
-        cap_failed_sizes: dict[str, list[tuple]] = {}  # GPU model -> such sizes
+        cap_failed_sizes: dict[tuple[str, int], list[tuple]] = {}  # (GPU model, site set) -> sizes
+        static_ids: dict[int, int] = {}  # class (and round) -> id of the sites it may use
+        static_sets: list[tuple[SiteView, ...]] = []  # the interned site sets
+        static_index: dict[tuple[SiteView, ...], int] = {}
         cap_ok: set[int] = set()  # gang sizes that fit somewhere (until the next placement)
         last_place: dict[str, int] = {}  # GPU model -> position of the pass's last placement
         waiting: list[tuple[int, Entry]] = []
@@ -548,18 +552,28 @@ class PlacementCore:
             round1 = entry.overflow_at > now
             shape = entry.shape * 2 + round1
             klass = entry.klass * 2 + round1
-            skip = entry.cap in cap_failed or shape in failed
-            if not skip and entry.cap not in cap_ok:
-                # (a) capacity first: tenant, backend and subsidy cannot make room
-                sizes = cap_failed_sizes.get(req.gpu_model)
+            # The sites its class may use at all this pass (health, backend, GPU model, allow-list,
+            # subsidy program, preference round: none changes within a pass), interned.
+            sid = static_ids.get(klass)
+            if sid is None:
+                usable = self._static_sites(req, round1)
+                sid = static_ids[klass] = static_index.setdefault(usable, len(static_sets))
+                if sid == len(static_sets):
+                    static_sets.append(usable)
+            cap = entry.cap * _STATIC_SETS_MAX + sid
+            skip = cap in cap_failed or shape in failed
+            if not skip and cap not in cap_ok:
+                # (a) capacity first, at the sites it may use: tenant and budget cannot make room
+                sizes = cap_failed_sizes.get((req.gpu_model, sid))
                 if (sizes and any(dominates(entry.cap_size, s) for s in sizes)) or not any(
-                    site.capacity.fit(req.gpu_model, *entry.cap_size) >= req.replicas for site in sites
+                    site.capacity.fit(req.gpu_model, *entry.cap_size) >= req.replicas
+                    for site in static_sets[sid]
                 ):
-                    cap_failed.add(entry.cap)
-                    cap_failed_sizes.setdefault(req.gpu_model, []).append(entry.cap_size)
+                    cap_failed.add(cap)
+                    cap_failed_sizes.setdefault((req.gpu_model, sid), []).append(entry.cap_size)
                     skip = True
                 else:
-                    cap_ok.add(entry.cap)
+                    cap_ok.add(cap)
             if not skip:
                 # (b) a smaller shape of its class already failed (quota, budget, sites...)
                 sizes = failed_sizes.get(klass)
@@ -626,6 +640,27 @@ class PlacementCore:
         metrics.decisions["placed"] += len(placed)
         metrics.preempted += len(preempted)
         return PassResult(tuple(placed), tuple(preempted))
+
+    def _static_sites(self, req: Request, round1: bool) -> tuple[SiteView, ...]:
+        """The sites a request's class may use at all in this pass (what only capacity,
+        quota, budget or holds could still rule out)."""
+        ctx = self._ctx
+        prefer = ctx.preference(req) if round1 else ()
+        program = ctx.program_of(req.tenant) if req.subsidy == "required" else None
+        return tuple(
+            site
+            for site in self._site_list
+            if site.healthy
+            and req.backend in site.config.backends
+            and req.gpu_model in site.config.gpu_prices_hkd_per_hour
+            and site.capacity.has_model(req.gpu_model)
+            and (not req.sites or site.name in req.sites)
+            and (not prefer or site.name in prefer)
+            and (
+                req.subsidy != "required"
+                or (program is not None and program.name in site.config.subsidy_programs)
+            )
+        )
 
     def _may_preempt(self, entry: Entry, preempt: PassPreemptions) -> bool:
         req = entry.request
