@@ -31,14 +31,18 @@ EXPECTED = {
     "fedbroker": ({"j1": ("alpha", 0), "j2": ("beta", 0), "j3": ("beta", 4200), "j4": ("beta", 600)},
                   [], 56.0, 24 + 40 + 160 + 20, 0.0),
     # fair share orders tenants within a priority; here no two tenants wait at once: as fedbroker.
-    "fedbroker-fairshare": ({"j1": ("alpha", 0), "j2": ("beta", 0), "j3": ("beta", 4200), "j4": ("beta", 600)},
-                            [], 56.0, 24 + 40 + 160 + 20, 0.0),
+    "fedbroker-fairshare": (
+        {"j1": ("alpha", 0), "j2": ("beta", 0), "j3": ("beta", 4200), "j4": ("beta", 600)},
+        [], 56.0, 24 + 40 + 160 + 20, 0.0,
+    ),
     # home (alpha) first, for the default overflow_after_s of 600 s: j1 and j2 fill alpha; j3
     # waits out its round (alpha can never hold it) and overflows to beta at 600 s; j4
     # overflows at 1,200 s but beta is full, so it takes alpha, preferred, when j1/j2 end
     # at 3,600 s, moving its data there (1 h).
-    "fedbroker-overflow": ({"j1": ("alpha", 0), "j2": ("alpha", 0), "j3": ("beta", 600), "j4": ("alpha", 3600)},
-                           [], 56.0 + 56.0, 24 + 80 + 160 + 24, 0.45),
+    "fedbroker-overflow": (
+        {"j1": ("alpha", 0), "j2": ("alpha", 0), "j3": ("beta", 600), "j4": ("alpha", 3600)},
+        [], 56.0 + 56.0, 24 + 80 + 160 + 24, 0.45,
+    ),
     # all at alpha: j3 (8 GPUs) can never fit its 4-GPU node; j4 waits for j1 and j2, then
     # moves the data (1 h) and runs (1 h): charged 2 h.
     "home-site": ({"j1": ("alpha", 0), "j2": ("alpha", 0), "j4": ("alpha", 3600)},
