@@ -27,10 +27,12 @@ def default_db_url() -> str:
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers (Watch, List) run while the scheduler writes; NORMAL
     # sync is durable across process crashes, which is what a restart needs.
+    # busy_timeout first: switching to WAL needs a lock that another broker starting at the
+    # same moment may hold, and without a busy handler that fails at once ("database is locked").
     cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=5000")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
 
 
