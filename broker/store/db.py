@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import tenacity
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
@@ -24,14 +26,27 @@ def default_db_url() -> str:
     return f"sqlite:///{path}"
 
 
+@tenacity.retry(
+    retry=tenacity.retry_if_exception(
+        lambda e: isinstance(e, sqlite3.OperationalError) and "locked" in str(e)
+    ),
+    wait=tenacity.wait_fixed(0.05),
+    stop=tenacity.stop_after_delay(10),
+    reraise=True,
+)
+def _switch_to_wal(cursor: Any) -> None:
+    cursor.execute("PRAGMA journal_mode=WAL")
+
+
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers (Watch, List) run while the scheduler writes; NORMAL
     # sync is durable across process crashes, which is what a restart needs.
-    # busy_timeout first: switching to WAL needs a lock that another broker starting at the
-    # same moment may hold, and without a busy handler that fails at once ("database is locked").
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.execute("PRAGMA journal_mode=WAL")
+    # Switching a new file to WAL needs a lock that another broker starting at the same moment
+    # may hold; SQLite then answers "database is locked" at once, busy handler or not. Once
+    # one connection has switched, the file stays WAL and the pragma takes no lock.
+    _switch_to_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
