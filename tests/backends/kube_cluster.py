@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp.test_utils
 import kmock
 import yaml
 
@@ -114,9 +115,20 @@ class KubeCluster:
         )
 
 
+class _QuickShutdownServer(aiohttp.test_utils.RawTestServer):
+    """A watch still streaming when a test ends (a backend closed mid-read) must not hold the
+    emulator's shutdown for aiohttp's default 60 s: that outlasted the tests' own timeouts."""
+
+    async def _make_runner(self, **kwargs: Any) -> Any:
+        return await super()._make_runner(shutdown_timeout=1.0, **kwargs)
+
+
 @contextlib.asynccontextmanager
 async def kube_cluster(tmp_dir: Path, nodes: int = 2, gpus: int = 8) -> AsyncIterator[KubeCluster]:
-    async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator) as server:
+    async with (
+        kmock.KubernetesEmulator() as emulator,
+        kmock.Server(emulator, server_cls=_QuickShutdownServer) as server,
+    ):
         for resource, (kind, namespaced, subresources) in RESOURCES.items():
             emulator.resources[resource] = kmock.ResourceInfo(
                 kind=kind, namespaced=namespaced, subresources=subresources, verbs={"list", "watch", "get"}
