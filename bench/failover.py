@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from broker.client import Client, ClientError
 from broker.devdb import postgres_cluster
-from broker.endpoints import ACTIVE_SERVICE
 from broker.localfed import LocalFederation
 from broker.spec import parse_spec
 
@@ -41,13 +40,6 @@ SPEC = parse_spec(
         "env": {"FEDBROKER_SIM_SECONDS": "0.5"},
     }
 )
-
-
-def _active(fed: LocalFederation) -> str | None:
-    for name, endpoint in fed.broker_endpoints.items():
-        if name in fed.processes and Client(endpoint, "").serving(service=ACTIVE_SERVICE):
-            return name
-    return None
 
 
 def _placed_at(fed: LocalFederation, workload_id: str, timeout: float = 60) -> float:
@@ -65,7 +57,7 @@ def _placed_at(fed: LocalFederation, workload_id: str, timeout: float = 60) -> f
 
 
 def one_round(fed: LocalFederation) -> dict:
-    victim = _active(fed)
+    victim = fed.active_broker()
     assert victim is not None, "no active broker"
     killed_at = time.time()
     fed.stop(victim, signal.SIGKILL)

@@ -95,6 +95,13 @@ class LocalFederation:
         """Every broker's endpoint, as agents and clients take them (`a,b`)."""
         return ",".join(self.broker_endpoints.values())
 
+    def active_broker(self) -> str | None:
+        """The running broker that serves writes now (None while a standby takes over)."""
+        for name, endpoint in self.broker_endpoints.items():
+            if name in self.processes and Client(endpoint, "").serving(service=ACTIVE_SERVICE):
+                return name
+        return None
+
     def start_broker(self, name: str = "broker", *, active: bool = True) -> None:
         """Start a broker and wait until it serves: as the active one (it holds the lease; after
         a kill -9 that is once the dead one's lease ran out), or else on standby."""

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import InitErrorDetails
 
+from broker import endpoints
 from broker.validation import InvalidInput, describe, read_yaml
 
 TOKEN_ENV = "FEDBROKER_AGENT_TOKEN"
@@ -130,14 +131,15 @@ class AgentConfig(_Strict):
             value = ",".join(value)
         if not isinstance(value, str):
             return value  # pydantic names the type error
-        for part in value.split(","):
-            if not _HOST_PORT.match(part.strip()):
-                raise ValueError(f"must be host:port, e.g. 127.0.0.1:50051 (got {part.strip()!r})")
-        return ",".join(part.strip() for part in value.split(","))
+        parts = endpoints.split(value) or [value]  # an empty value is named as it came
+        for part in parts:
+            if not _HOST_PORT.match(part):
+                raise ValueError(f"must be host:port, e.g. 127.0.0.1:50051 (got {part!r})")
+        return ",".join(parts)
 
     @property
     def brokers(self) -> tuple[str, ...]:
-        return tuple(self.broker.split(","))
+        return tuple(endpoints.split(self.broker))
 
 
 def parse_agent_config(data: object, source: str = "agent config") -> AgentConfig:

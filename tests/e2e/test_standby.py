@@ -38,14 +38,6 @@ SPEC = parse_spec(
 SITES = ("cyberport", "sandy-ridge")
 
 
-def _active(fed: LocalFederation) -> str | None:
-    """The broker that serves writes now (None during a takeover)."""
-    for name, endpoint in fed.broker_endpoints.items():
-        if name in fed.processes and Client(endpoint, "").serving(service=ACTIVE_SERVICE):
-            return name
-    return None
-
-
 @contextmanager
 def _two_brokers(tmp_path: Path, db_url: str) -> Iterator[LocalFederation]:
     with LocalFederation(tmp_path, db_url=db_url, brokers=2, agent_overrides={"heartbeat_s": 0.5}) as fed:
@@ -117,7 +109,7 @@ def test_the_standby_takes_over_from_a_killed_active_broker_mid_dispatch(
             time.sleep(1.5)
             fed.stop("broker", signal.SIGKILL)
             killed_at = time.monotonic()
-            fed.wait(lambda: _active(fed) == "broker-2", 30, "broker-2 to take over")
+            fed.wait(lambda: fed.active_broker() == "broker-2", 30, "broker-2 to take over")
             took_over_s = time.monotonic() - killed_at
             time.sleep(2.0)  # submits go on to the new active broker
         assert took_over_s < 5.0
@@ -132,7 +124,7 @@ def test_a_broker_killed_while_an_agent_reconnects_loses_nothing(tmp_path: Path,
             fed.stop("agent-cyberport", signal.SIGKILL)  # its runs go on in its (lost) backend...
             fed.start_agent("cyberport")  # ...and a new agent connects while the broker dies
             fed.stop("broker", signal.SIGKILL)
-            fed.wait(lambda: _active(fed) == "broker-2", 30, "broker-2 to take over")
+            fed.wait(lambda: fed.active_broker() == "broker-2", 30, "broker-2 to take over")
             time.sleep(2.0)
         with fed.client() as sre:
             fed.wait(
@@ -161,7 +153,7 @@ def test_a_paused_active_broker_steps_down_and_its_late_writes_fail(
             paused = fed.processes["broker"]
             paused.send_signal(signal.SIGSTOP)
             try:
-                fed.wait(lambda: _active(fed) == "broker-2", 30, "broker-2 to take over")
+                fed.wait(lambda: fed.active_broker() == "broker-2", 30, "broker-2 to take over")
                 time.sleep(1.0)
             finally:
                 paused.send_signal(signal.SIGCONT)
@@ -171,7 +163,7 @@ def test_a_paused_active_broker_steps_down_and_its_late_writes_fail(
                 "broker to step down",
             )
             time.sleep(1.0)
-        assert _active(fed) == "broker-2"
+        assert fed.active_broker() == "broker-2"
         assert not Client(fed.broker_endpoints["broker"], "").serving(service=ACTIVE_SERVICE)
         log = fed.log_tail("broker", 1_000_000)
         # Whatever it was doing when paused, it wrote nothing after it lost the lease.
