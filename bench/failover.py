@@ -1,6 +1,6 @@
 """Failover: from a kill -9 of the active broker to the first placement by the standby.
 
-    .venv/bin/python bench/failover.py [--kills 10] [--db postgresql|sqlite] [--lease-ttl-s 3] [--json]
+    .venv/bin/python bench/failover.py [--kills 10] [--db postgresql|sqlite] [--json]
 
 Real processes on loopback: two brokers on one database (PostgreSQL with fsync on, or a
 SQLite file), two simulated site agents that know both endpoints (heartbeat_s 2, as the
