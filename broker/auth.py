@@ -12,7 +12,7 @@ from typing import Literal
 from opentelemetry import metrics
 
 from broker.config import FederationConfig
-from broker.errors import Unauthenticated
+from broker.errors import PermissionDenied, Unauthenticated
 
 log = logging.getLogger("fedbroker.auth")
 # Created on the global (proxy) meter: it counts once `fedbroker serve` installs a provider.
@@ -45,6 +45,23 @@ class Authenticator:
             self._by_digest[operator.token_sha256] = Identity("operator", operator.name)
         for site in config.sites:
             self._by_digest[site.agent_token_sha256] = Identity("agent", site.name)
+        self._sans = {s.name: s.agent_cert_san for s in config.sites if s.agent_cert_san}
+        self._site_by_san = {san: name for name, san in self._sans.items()}
+
+    def check_agent_certificate(self, site: str, names: frozenset[str]) -> None:
+        """Mutual TLS: `names` (the SANs of the connection's verified client certificate) must
+        include the site's `agent_cert_san` when it has one, and may name no other site's:
+        a certificate for one site cannot speak for another, whatever token it carries."""
+        wanted = self._sans.get(site)
+        if wanted is not None and wanted not in names:
+            shown = f"one naming {_few(names)}" if names else "none"
+            raise _denied(
+                f"site {site} requires a client certificate naming {wanted!r} (mutual TLS); "
+                f"this connection presented {shown}"
+            )
+        others = sorted(other for san, other in self._site_by_san.items() if san in names and other != site)
+        if others:
+            raise _denied(f"this client certificate is site {others[0]}'s; it cannot speak for site {site}")
 
     def identify(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> Identity:
         """The identity behind the `authorization: Bearer <token>` metadata."""
@@ -61,6 +78,17 @@ class Authenticator:
             if hmac.compare_digest(known, digest):
                 return identity
         raise _refused("unknown_token", "unknown token")
+
+
+def _few(names: frozenset[str]) -> str:
+    shown = ", ".join(repr(n[:64]) for n in sorted(names)[:3])  # bounded: a certificate may hold many
+    return shown + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def _denied(message: str) -> PermissionDenied:
+    log.warning("refused an agent certificate: %s", message)
+    _refusals.add(1, {"fedbroker.auth.reason": "client_certificate"})
+    return PermissionDenied(message)
 
 
 def _refused(reason: str, message: str) -> Unauthenticated:

@@ -6,8 +6,8 @@ import builtins
 import os
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import grpc
 from fedbroker.v1 import (
@@ -25,6 +25,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry import trace
 
 from broker import endpoints, lifecycle, telemetry
+from broker import tls as tls_setup
+from broker.api.limits import CHANNEL_OPTIONS
 from broker.sdk.settings import TlsFiles
 from broker.spec import WorkloadSpec, spec_to_proto
 
@@ -48,15 +50,15 @@ def _call(rpc: object, request: object, metadata: list[tuple[str, str]], timeout
 
 
 def _channel(endpoint: str, tls: TlsFiles | None) -> grpc.Channel:
-    """Plaintext, or TLS with the context's CA (and client certificate for mutual TLS).
+    """Plaintext (loopback, or `insecure`), else TLS verified against the CA file or the system's
+    trust store (and a client certificate for mutual TLS): broker/tls.py decides.
     `endpoint` may list a broker and its standbys, `a:50051,b:50051` (broker/endpoints.py)."""
-    target, options = endpoints.channel_target(endpoint)
-    if tls is None:
+    target, base = endpoints.channel_target(endpoint)
+    options: list[tuple[str, Any]] = [*base, *CHANNEL_OPTIONS]
+    if not tls_setup.uses_tls(endpoints.split(endpoint), tls):
         return grpc.insecure_channel(target, options=options)
-    files = [
-        Path(f).expanduser().read_bytes() if f else None for f in (tls.ca_file, tls.key_file, tls.cert_file)
-    ]
-    credentials = grpc.ssl_channel_credentials(*files)
+    credentials = tls_setup.channel_credentials(tls)
+    options += tls_setup.channel_options(endpoint, tls) if target != endpoint.strip() else []
     return grpc.secure_channel(target, credentials, options=options)
 
 

@@ -38,6 +38,12 @@ class SiteConfig(_Strict):
     gpu_prices_hkd_per_hour: dict[str, PositiveFloat] = {}
     agent_token_sha256: Sha256Hex
     labels: dict[str, str] = {}
+    # Mutual TLS: the subject alternative name (DNS name) this site's agent certificate must
+    # carry; its agent is refused on a connection without a verified certificate naming it.
+    agent_cert_san: Annotated[str, Field(min_length=1, max_length=253)] | None = None
+    # The most GPUs of each model the site may report (all its nodes together); a report above
+    # them, or of a model not listed, is refused. Empty: not bounded (only per node, see limits).
+    gpu_capacity: dict[str, Annotated[int, Field(gt=0, le=1_000_000)]] = {}
 
 
 class Link(_Strict):
@@ -95,7 +101,26 @@ class InfraRetry(_Strict):
     doubt_free: Annotated[int, Field(ge=0)] = 2
 
 
+class BrokerTls(_Strict):
+    """TLS on the broker's endpoint (the `serve --tls-*` flags win over these)."""
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None  # mutual TLS: every caller presents a certificate it signed
+
+
+class Limits(_Strict):
+    """What one tenant may ask of the broker; beyond them calls get RESOURCE_EXHAUSTED."""
+
+    submits_per_s: PositiveFloat = 50.0  # sustained, per tenant (a token bucket)
+    submit_burst: Annotated[int, Field(gt=0)] = 200  # the bucket's size
+    queued_per_tenant: Annotated[int, Field(gt=0)] = 10_000  # QUEUED workloads one tenant may hold
+    gpus_per_node: Annotated[int, Field(gt=0)] = 1024  # the most GPUs an agent may report on one node
+
+
 class FederationConfig(_Strict):
+    tls: BrokerTls | None = None
+    limits: Limits = Limits()
     weights: Weights = Weights()
     heartbeat_ttl_s: PositiveFloat = 15.0
     requeue_grace_s: Annotated[float, Field(ge=0)] = 60.0
@@ -152,6 +177,14 @@ class FederationConfig(_Strict):
                 problems.append(f"tenants[{i}].subsidy.program: unknown program {tenant.subsidy.program!r}")
             if tenant.home_site is not None and tenant.home_site not in site_names:
                 problems.append(f"tenants[{i}].home_site: unknown site {tenant.home_site!r}")
+        sans: dict[str, int] = {}
+        for i, site in enumerate(self.sites):
+            if site.agent_cert_san is not None:
+                if site.agent_cert_san in sans:
+                    problems.append(
+                        f"sites[{i}].agent_cert_san: same as sites[{sans[site.agent_cert_san]}]'s"
+                    )
+                sans.setdefault(site.agent_cert_san, i)
         if problems:
             # Raised as ValueError so pydantic folds it into the same error list.
             raise ValueError("\n".join(problems))

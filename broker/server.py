@@ -25,7 +25,9 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry import metrics
 from sqlalchemy.exc import SQLAlchemyError
 
+from broker.api import limits
 from broker.api.agent_service import AgentService
+from broker.api.malformed import MalformedRequests
 from broker.api.operator_service import OperatorService
 from broker.api.site_service import SiteService
 from broker.api.usage_service import UsageService
@@ -44,6 +46,7 @@ from broker.store import Store
 from broker.store.lease import Lease
 from broker.store.schema import SchemaError
 from broker.store.urls import redact, scrub
+from broker.tls import CertificateReloader, ServerTls, is_loopback
 
 log = logging.getLogger("fedbroker.server")
 
@@ -72,10 +75,12 @@ async def serve(
     metrics_enabled: bool = False,
     lease_ttl_s: float = 3.0,
     advertise: str | None = None,
+    tls: ServerTls | None = None,
 ) -> None:
     """Run until SIGINT or SIGTERM, then stop gracefully. `metrics_enabled`: a MeterProvider is
     installed. The broker schedules while it holds the database's lease (`lease_ttl_s`), else
-    waits on standby; `advertise`: the address standbys name as the active one's."""
+    waits on standby; `advertise`: the address standbys name as the active one's. `tls`: the
+    certificate (re-read when its files change, or on SIGHUP); None: plaintext."""
     try:
         # SQLite serves one host: its broker upgrades it. On PostgreSQL an operator runs
         # `fedbroker db upgrade` once, not each of several brokers racing at startup.
@@ -98,7 +103,9 @@ async def serve(
     auth = Authenticator(config)
     # gRPC sets SO_REUSEPORT by default, which lets a second broker bind the same port
     # and split the clients between the two; a taken port must be an error instead.
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(
+        options=[("grpc.so_reuseport", 0), *limits.SERVER_OPTIONS], interceptors=[MalformedRequests()]
+    )
     workload_service_pb2_grpc.add_WorkloadServiceServicer_to_server(WorkloadService(engine, auth), server)
     site_service_pb2_grpc.add_SiteServiceServicer_to_server(SiteService(engine, auth), server)
     agent_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentService(engine, auth), server)
@@ -113,8 +120,12 @@ async def serve(
     if problem is not None:
         await engine.stop()
         raise ServeError(problem)
+    reloader = CertificateReloader(tls) if tls is not None else None
     try:
-        port = server.add_insecure_port(listen)
+        if reloader is not None:
+            port = server.add_secure_port(listen, reloader.credentials())
+        else:
+            port = server.add_insecure_port(listen)
     except RuntimeError:
         await engine.stop()
         raise ServeError(f"cannot listen on {listen}: address in use or not valid") from None
@@ -125,12 +136,23 @@ async def serve(
     health_task = asyncio.create_task(monitor.run(), name="fedbroker health")
     engine.observer = observers(engine, role, monitor, metrics_enabled)
     host = listen.rsplit(":", 1)[0]
-    log.info("broker %s listening on %s:%d (store %s)", engine.broker_id, host, port, store.engine.url)
+    mode = "plaintext" if tls is None else ("mutual TLS" if tls.client_ca_file else "TLS")
+    log.info(
+        "broker %s listening on %s:%d (%s; store %s)", engine.broker_id, host, port, mode, store.engine.url
+    )
+    if tls is None and not is_loopback(host):
+        log.warning(
+            "listening in PLAINTEXT on %s, a non-loopback address: tokens cross the network readable; "
+            "serve with --tls-cert and --tls-key",
+            host,
+        )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if reloader is not None:
+        loop.add_signal_handler(signal.SIGHUP, reloader.request_reload)
     await stop.wait()
     log.info("stopping")
     health_task.cancel()

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fedbroker.v1 import types_pb2
-from google.protobuf import json_format
+from google.protobuf import struct_pb2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from broker.validation import InvalidInput, check_mapping, describe, read_yaml
@@ -21,6 +21,14 @@ Subsidy = Literal["required", "preferred", "none"]
 MAX_SPEC_BYTES = 64 * 1024
 MAX_RUNTIME_ENV_DEPTH = 16
 
+# Bounds on what one workload may hold, each far below MAX_SPEC_BYTES' share, so that no
+# field can carry unbounded input into a stored row, an explanation or an error message.
+Text = Annotated[str, Field(max_length=16 * 1024)]
+ShortText = Annotated[str, Field(min_length=1, max_length=253)]
+EnvKey = Annotated[str, Field(min_length=1, max_length=256)]
+Env = Annotated[dict[EnvKey, Text], Field(max_length=256)]
+Names = Annotated[list[ShortText], Field(max_length=64)]
+
 
 class _Strict(BaseModel):
     # No NaN or infinity anywhere: such a number cannot be scheduled, priced or stored as JSON.
@@ -29,7 +37,7 @@ class _Strict(BaseModel):
 
 
 class RaySection(_Strict):
-    entrypoint: Annotated[str, Field(min_length=1)]
+    entrypoint: Annotated[str, Field(min_length=1, max_length=16 * 1024)]
     runtime_env: dict[str, Any] = {}
 
     @field_validator("runtime_env")
@@ -40,17 +48,17 @@ class RaySection(_Strict):
 
 
 class KubernetesSection(_Strict):
-    image: Annotated[str, Field(min_length=1)]
-    command: list[str] = []
-    env: dict[str, str] = {}
+    image: Annotated[str, Field(min_length=1, max_length=1024)]
+    command: Annotated[list[Text], Field(max_length=256)] = []
+    env: Env = {}
 
 
 class Resources(_Strict):
-    gpus_per_replica: Annotated[int, Field(gt=0)]
-    gpu_model: Annotated[str, Field(min_length=1)]
-    replicas: Annotated[int, Field(gt=0)] = 1
-    cpus_per_replica: Annotated[float, Field(ge=0)] = 0.0
-    memory_gb_per_replica: Annotated[float, Field(ge=0)] = 0.0
+    gpus_per_replica: Annotated[int, Field(gt=0, le=1024)]
+    gpu_model: Annotated[str, Field(min_length=1, max_length=64)]
+    replicas: Annotated[int, Field(gt=0, le=4096)] = 1
+    cpus_per_replica: Annotated[float, Field(ge=0, le=1_000_000)] = 0.0
+    memory_gb_per_replica: Annotated[float, Field(ge=0, le=1_000_000_000)] = 0.0
 
     @property
     def gpus(self) -> int:
@@ -63,17 +71,17 @@ class WorkloadSpec(_Strict):
     ray: RaySection | None = None
     kubernetes: KubernetesSection | None = None
     resources: Resources
-    datasets: list[str] = []
+    datasets: Names = []
     subsidy: Subsidy = "preferred"
     priority: Annotated[int, Field(ge=-1_000_000, le=1_000_000)] = 0
-    estimated_hours: Annotated[float, Field(gt=0)] = 1.0
-    sites: list[str] = []
+    estimated_hours: Annotated[float, Field(gt=0, le=100_000)] = 1.0
+    sites: Names = []
     # Preferred sites, in order: tried alone for overflow_after_s (else the federation's
     # default) before any allowed site may take it. Empty: the tenant's home site, if any.
-    prefer: list[str] = []
+    prefer: Names = []
     overflow_after_s: Annotated[float, Field(ge=0, le=30 * 24 * 3600)] | None = None
     max_attempts: Annotated[int, Field(gt=0, le=100)] = 3
-    env: dict[str, str] = {}
+    env: Env = {}
 
     @model_validator(mode="after")
     def _backend_section(self) -> WorkloadSpec:
@@ -152,6 +160,29 @@ def spec_to_proto(spec: WorkloadSpec | dict[str, Any]) -> types_pb2.WorkloadSpec
     return message
 
 
+def _struct(struct: struct_pb2.Struct, depth: int) -> dict[str, Any]:
+    """A runtime_env from the wire, as plain JSON values; a non-finite number or nesting past
+    MAX_RUNTIME_ENV_DEPTH is InvalidInput naming the field (json_format raised ValueError)."""
+    return {key: _value(value, depth) for key, value in struct.fields.items()}
+
+
+def _value(value: struct_pb2.Value, depth: int) -> Any:
+    if depth > MAX_RUNTIME_ENV_DEPTH:
+        raise InvalidInput("spec", [f"ray.runtime_env: nested deeper than {MAX_RUNTIME_ENV_DEPTH} levels"])
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        if not math.isfinite(value.number_value):
+            raise InvalidInput("spec", ["ray.runtime_env: numbers must be finite (no NaN or infinity)"])
+        return value.number_value
+    if kind == "struct_value":
+        return _struct(value.struct_value, depth + 1)
+    if kind == "list_value":
+        return [_value(item, depth + 1) for item in value.list_value.values]
+    if kind in ("string_value", "bool_value"):
+        return getattr(value, kind)
+    return None
+
+
 def spec_from_proto(message: types_pb2.WorkloadSpec) -> WorkloadSpec:
     """Validate a spec that came over the wire; absent proto fields take the YAML defaults
     (proto3 cannot tell an absent scalar from a zero one, so zero means "absent" here)."""
@@ -188,7 +219,7 @@ def spec_from_proto(message: types_pb2.WorkloadSpec) -> WorkloadSpec:
     if message.HasField("ray"):
         ray: dict[str, Any] = {"entrypoint": message.ray.entrypoint} if message.ray.entrypoint else {}
         if message.ray.HasField("runtime_env"):
-            ray["runtime_env"] = json_format.MessageToDict(message.ray.runtime_env)
+            ray["runtime_env"] = _struct(message.ray.runtime_env, 1)
         data["ray"] = ray
     if message.HasField("kubernetes"):
         k = message.kubernetes

@@ -19,6 +19,11 @@ from pydantic import BaseModel, ValidationError
 
 # A YAML file larger than this is not a config or a workload: refuse it before parsing.
 MAX_YAML_BYTES = 1024 * 1024
+# Deeper nesting is no config (and past ~1,000 levels PyYAML's composer overflows the stack).
+MAX_YAML_DEPTH = 64
+# Values, counted with every alias expanded: a "billion laughs" file of a few hundred bytes
+# expands to 10^9 values; a real config or workload has hundreds.
+MAX_YAML_VALUES = 100_000
 
 # Patterns the models use, said in words (pydantic would print the regular expression).
 PATTERN_WORDS = {
@@ -199,10 +204,68 @@ def decode_text(raw: bytes, source: str) -> str:
         raise InvalidInput(source, [f"is not UTF-8 text (byte {error.start} cannot be decoded)"]) from None
 
 
-def parse_yaml(text: str, source: str) -> Any:
-    """The YAML document in text; syntax errors say where, by line and column of `source`."""
+class _TooComplex(yaml.YAMLError):
+    """A document refused for its shape (depth, aliases), not its syntax."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, composing no deeper than MAX_YAML_DEPTH."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise _TooComplex(f"nested deeper than {MAX_YAML_DEPTH} levels")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _expanded_values(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values `node` holds once its aliases are expanded (each shared node is counted
+    at each use, but measured once: linear in the document's size)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        if known < 0:
+            raise _TooComplex("an alias refers to the value that contains it")
+        return known
+    sizes[id(node)] = -1  # in progress: meeting it again is a cycle
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        total += sum(_expanded_values(item, sizes) for item in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        total += sum(_expanded_values(k, sizes) + _expanded_values(v, sizes) for k, v in node.value)
+    sizes[id(node)] = total
+    if total > MAX_YAML_VALUES:
+        raise _TooComplex(f"its aliases expand to more than {MAX_YAML_VALUES:,} values (an alias bomb?)")
+    return total
+
+
+def _load(text: str) -> Any:
+    loader = _BoundedLoader(text)
     try:
-        return yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_values(node, {})
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()  # type: ignore[no-untyped-call]
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """The YAML document in text; syntax errors say where, by line and column of `source`.
+    Nesting and alias expansion are bounded (MAX_YAML_DEPTH, MAX_YAML_VALUES)."""
+    try:
+        return _load(text)
+    except _TooComplex as error:
+        raise InvalidInput(source, [f"not accepted: {error}"]) from None
+    except RecursionError:
+        raise InvalidInput(source, [f"not accepted: nested deeper than {MAX_YAML_DEPTH} levels"]) from None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -37,7 +37,10 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from broker import batching, telemetry
+from broker import tls as tls_setup
+from broker.api.limits import CHANNEL_OPTIONS
 from broker.errors import STANDBY_METADATA
+from broker.sdk.settings import TlsFiles
 from site_agents import messages
 from site_agents.attempts import DEFAULT_RETENTION_S, AttemptTable
 from site_agents.backends.base import AttemptKey, AttemptStatus, Backend, Reason, State
@@ -200,7 +203,7 @@ class Agent:
         log.info("connecting to broker %s as %s (site %s)", endpoint, self.agent_id, self.config.site)
         heartbeat: asyncio.Task[None] | None = None
         # A fresh channel per session: gRPC's own reconnect backoff would otherwise stack on ours.
-        async with grpc.aio.insecure_channel(endpoint) as channel:
+        async with broker_channel(endpoint, self.config.tls) as channel:
             call = agent_service_pb2_grpc.AgentServiceStub(channel).Connect(
                 requests(), metadata=(("authorization", f"Bearer {self._token}"),)
             )
@@ -475,3 +478,13 @@ async def run_until_signalled(agent: Agent) -> None:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+def broker_channel(endpoint: str, tls: TlsFiles | None) -> grpc.aio.Channel:
+    """One broker address: plaintext to loopback (or when `insecure`), else TLS verified against
+    the CA file or the system's trust store, the certificate checked against this address's own
+    host (or `server_name`), with this site's client certificate for mutual TLS. The files are
+    read at each connection, so a renewed certificate is used from the next one."""
+    if not tls_setup.uses_tls([endpoint], tls):
+        return grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
+    return grpc.aio.secure_channel(endpoint, tls_setup.channel_credentials(tls), options=CHANNEL_OPTIONS)

@@ -17,11 +17,12 @@ from opentelemetry import metrics
 from broker.gc_tuning import tune_gc
 from broker.observability.cli_options import log_format_option, metrics_listen_option, setup_telemetry
 from broker.observability.logs import setup_logging
+from broker.tls import channel_credentials, uses_tls
 from broker.validation import InvalidInput
 from site_agents.agent import Agent, run_until_signalled
 from site_agents.backends import make_backend
 from site_agents.backends.base import Backend
-from site_agents.config import TOKEN_ENV, load_agent_config, resolve_token
+from site_agents.config import TOKEN_ENV, load_agent_config, resolve_token, with_tls_flags
 from site_agents.errors import AgentRefused, BackendUnavailable
 from site_agents.metrics import AgentMetrics, MeteredBackend
 
@@ -47,6 +48,31 @@ from site_agents.metrics import AgentMetrics, MeteredBackend
     help="The broker's host:port, replacing the config's `broker` (or $FEDBROKER_BROKER).",
 )
 @click.option(
+    "--ca-file",
+    envvar="FEDBROKER_AGENT_CA_FILE",
+    default=None,
+    help="TLS: verify the broker against this CA (or $FEDBROKER_AGENT_CA_FILE, or tls.ca_file).",
+)
+@click.option(
+    "--cert-file",
+    envvar="FEDBROKER_AGENT_CERT_FILE",
+    default=None,
+    help="Mutual TLS: this site's certificate (or $FEDBROKER_AGENT_CERT_FILE, or tls.cert_file).",
+)
+@click.option(
+    "--key-file",
+    envvar="FEDBROKER_AGENT_KEY_FILE",
+    default=None,
+    help="Mutual TLS: its private key (or $FEDBROKER_AGENT_KEY_FILE, or tls.key_file).",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    envvar="FEDBROKER_AGENT_INSECURE",
+    default=False,
+    help="Plaintext to a non-loopback broker, explicitly (or $FEDBROKER_AGENT_INSECURE=1, or tls.insecure).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
@@ -58,6 +84,10 @@ def agent_command(
     config_path: Path,
     token: str | None,
     broker: str | None,
+    ca_file: str | None,
+    cert_file: str | None,
+    key_file: str | None,
+    insecure: bool,
     log_level: str,
     log_format: str,
     metrics_listen: str | None,
@@ -65,7 +95,11 @@ def agent_command(
     """Run this site's agent: report inventory to the broker and run what it assigns."""
     setup_logging(log_level, log_format)
     try:
-        config = load_agent_config(config_path, broker)
+        config = with_tls_flags(
+            load_agent_config(config_path, broker), ca_file, cert_file, key_file, insecure
+        )
+        if uses_tls(config.brokers, config.tls):
+            channel_credentials(config.tls)  # missing, expired or mismatched files: exit 2 now
         secret = resolve_token(config, token)
         backend = make_backend(config.backend)
     except (InvalidInput, BackendUnavailable) as error:

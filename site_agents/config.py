@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import InitErrorDetails
 
 from broker import endpoints
+from broker.sdk.settings import TlsFiles
 from broker.validation import InvalidInput, describe, read_yaml
 
 TOKEN_ENV = "FEDBROKER_AGENT_TOKEN"
@@ -122,6 +123,10 @@ class AgentConfig(_Strict):
     heartbeat_s: PositiveFloat = 2.0
     datasets: list[str] = []
     token_file: str | None = None
+    # TLS to the broker: ca_file (else the system's trust store), cert_file and key_file (mutual
+    # TLS: the certificate naming this site's agent_cert_san), server_name, insecure (plaintext).
+    # Omitted: plaintext to loopback brokers, TLS with the system's trust store to any other.
+    tls: TlsFiles | None = None
     backend: BackendConfig
 
     @field_validator("broker", mode="before")
@@ -172,7 +177,26 @@ def load_agent_config(path: str | Path, broker: str | None = None) -> AgentConfi
         if not token_file.is_absolute():
             token_file = path.parent / token_file
         config = config.model_copy(update={"token_file": str(token_file)})
+    if config.tls is not None:  # relative TLS files, too, are the config file's neighbours
+        files = {
+            key: str(path.parent / Path(value).expanduser()) if value else value
+            for key in ("ca_file", "cert_file", "key_file")
+            if (value := getattr(config.tls, key))
+        }
+        config = config.model_copy(update={"tls": config.tls.model_copy(update=files)})
     return config
+
+
+def with_tls_flags(
+    config: AgentConfig, ca_file: str | None, cert_file: str | None, key_file: str | None, insecure: bool
+) -> AgentConfig:
+    """The config with `fedbroker agent`'s TLS flags (or their environment variables) over its `tls`."""
+    flags = {k: v for k, v in (("ca_file", ca_file), ("cert_file", cert_file), ("key_file", key_file)) if v}
+    if not flags and not insecure:
+        return config
+    values = config.tls.model_dump() if config.tls is not None else {}
+    values = {"insecure": True} if insecure else {**values, **flags, "insecure": False}
+    return config.model_copy(update={"tls": TlsFiles(**values)})
 
 
 def resolve_token(

@@ -17,6 +17,8 @@ from fedbroker.v1 import agent_service_pb2, agent_service_pb2_grpc
 
 from broker import batching
 from broker.api import convert, logs
+from broker.api.capacity import within_capacity
+from broker.api.limits import bounded
 from broker.api.status import status_for
 from broker.auth import Authenticator
 from broker.engine import commands as c
@@ -25,6 +27,7 @@ from broker.engine.engine import Engine
 from broker.engine.links import AgentSession
 from broker.engine.records import ToAgent
 from broker.errors import STANDBY_METADATA, BrokerError, InvalidArgument, PermissionDenied, Standby
+from broker.tls import peer_names
 
 log = logging.getLogger("fedbroker.agents")
 
@@ -43,6 +46,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
             who = self.auth.identify(context.invocation_metadata())
             if who.role != "agent":
                 raise PermissionDenied(f"{who} is not a site agent")
+            self.auth.check_agent_certificate(who.name, peer_names(context.auth_context()))
             first = await anext(request_iterator, None)
             if first is None or first.WhichOneof("kind") != "hello":
                 raise InvalidArgument("the first message on the stream must be Hello")
@@ -53,7 +57,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
             log.warning("refused an agent: %s", error)
             if isinstance(error, Standby):
                 context.set_trailing_metadata((STANDBY_METADATA,))
-            await context.abort(status_for(error), str(error))
+            await context.abort(status_for(error), bounded(str(error)))
         reader = asyncio.create_task(self._read(session, request_iterator))
         # Ends at None in the outbox: replaced by a newer session of the site, or the broker stops
         # (or steps down: a session lives within one lease epoch, which stamps its messages).
@@ -131,7 +135,9 @@ class _Reader:
                     and report.nodes == last.nodes
                     and report.datasets == last.datasets
                 ):
-                    self.last_inventory = convert.inventory(report)
+                    inventory = convert.inventory(report)
+                    within_capacity(inventory, engine.config.site(session.site), engine.config.limits)
+                    self.last_inventory = inventory
                     self.last = report
                 assert self.last_inventory is not None
                 engine.post(c.Report(session, report.seq, self.last_inventory))
@@ -144,4 +150,4 @@ class _Reader:
             else:
                 log.warning("ignored %s from the %s agent", kind, session.site)
         except convert.BadReport as error:
-            log.error("dropped a %s from the %s agent: %s", kind, session.site, error)
+            log.error("dropped a %s from the %s agent: %s", kind, session.site, bounded(str(error)))

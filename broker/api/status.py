@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 
 from broker import errors
+from broker.api.limits import bounded
 from broker.validation import InvalidInput
 
 CODES: dict[type[Exception], grpc.StatusCode] = {
@@ -23,6 +25,7 @@ CODES: dict[type[Exception], grpc.StatusCode] = {
 }
 
 R = TypeVar("R")
+log = logging.getLogger("fedbroker.api")
 
 
 def status_for(error: Exception) -> grpc.StatusCode:
@@ -37,7 +40,17 @@ def unary(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
         try:
             return await method(self, request, context)
         except (errors.BrokerError, InvalidInput) as error:
-            await context.abort(status_for(error), str(error))
+            await context.abort(status_for(error), bounded(str(error)))
             raise  # unreachable: abort raises
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            # A bug, not the caller's input: logged here with its traceback; the caller gets a
+            # plain sentence, never an exception class or a database statement.
+            log.exception("%s failed", method.__name__)
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"{method.__name__}: internal error (logged by the broker)"
+            )
+            raise
 
     return handler

@@ -15,6 +15,7 @@ from opentelemetry import trace
 
 from broker import telemetry
 from broker.api import convert, logs, workload_views
+from broker.api.limits import SubmitLimiter, bounded, check_ref
 from broker.api.status import status_for, unary
 from broker.auth import Authenticator, Identity
 from broker.engine import commands as c
@@ -37,6 +38,7 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
     def __init__(self, engine: Engine, auth: Authenticator) -> None:
         self.engine = engine
         self.auth = auth
+        self.limiter = SubmitLimiter(engine.config.limits)
 
     @unary
     async def Submit(
@@ -45,6 +47,7 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
         who = self.auth.identify(context.invocation_metadata())
         if who.role != "tenant":
             raise PermissionDenied(f"{who} cannot submit workloads; use a tenant token")
+        self.limiter.take(who.name)  # a dry run too: it costs a placement evaluation
         spec = spec_from_proto(request.spec)
         if request.dry_run:
             explanation = self.engine.evaluate(who.name, spec)
@@ -57,6 +60,7 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
         spec_wire = wire.SerializeToString()
         if len(spec_wire) > MAX_SPEC_BYTES:
             raise InvalidArgument(f"spec: {len(spec_wire):,} bytes; at most {MAX_SPEC_BYTES:,} are accepted")
+        self.limiter.check_queued(who.name, self.engine.state.core.queued_count(who.name))
         record, explanation = await self.engine.submit(who.name, spec, spec_wire)
         if telemetry.traces_exported():
             # The RPC's server span (broker/observability/grpc_tracing.py) and the workload's own
@@ -82,7 +86,9 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
         self, request: workload_service_pb2.GetWorkloadRequest, context: grpc.aio.ServicerContext
     ) -> types_pb2.Workload:
         who = self.auth.identify(context.invocation_metadata())
-        return workload_views.workloads(self.engine, [await self.engine.get(request.id, _reader(who))])[0]
+        return workload_views.workloads(
+            self.engine, [await self.engine.get(check_ref(request.id, "id"), _reader(who))]
+        )[0]
 
     @unary
     async def List(
@@ -97,7 +103,7 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
     ) -> types_pb2.Workload:
         who = self.auth.identify(context.invocation_metadata())
         tenant = _reader(who)
-        record = await self.engine.get(request.id, tenant)
+        record = await self.engine.get(check_ref(request.id, "id"), tenant)
         if record.state in TERMINAL:
             raise FailedPrecondition(f"workload {record.id} is already {record.state}")
         cancelled = await self.engine.call(c.Cancel(record.id, str(who), tenant))
@@ -108,7 +114,7 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
         self, request: workload_service_pb2.ExplainRequest, context: grpc.aio.ServicerContext
     ) -> types_pb2.Explanation:
         who = self.auth.identify(context.invocation_metadata())
-        record = await self.engine.get(request.id, _reader(who))
+        record = await self.engine.get(check_ref(request.id, "id"), _reader(who))
         explanation = convert.explanation(await self.engine.explain(record.id, record.tenant))
         hours = float(record.spec.get("estimated_hours") or 1.0)
         return workload_views.with_score_parts(explanation, self.engine.config.weights, hours)
@@ -118,7 +124,7 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
         self, request: workload_service_pb2.ListEventsRequest, context: grpc.aio.ServicerContext
     ) -> workload_service_pb2.ListEventsResponse:
         who = self.auth.identify(context.invocation_metadata())
-        record = await self.engine.get(request.id, _reader(who))
+        record = await self.engine.get(check_ref(request.id, "id"), _reader(who))
         rows = await self.engine.events_after(record.id, 0)
         return workload_service_pb2.ListEventsResponse(events=[convert.event(r) for r in rows])
 
@@ -127,9 +133,11 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
     ) -> AsyncIterator[workload_service_pb2.WorkloadEvent]:
         try:
             who = self.auth.identify(context.invocation_metadata())
-            record = await self.engine.get(request.id, _reader(who))  # existence and visibility
+            record = await self.engine.get(
+                check_ref(request.id, "id"), _reader(who)
+            )  # existence and visibility
         except BrokerError as error:
-            await context.abort(status_for(error), str(error))
+            await context.abort(status_for(error), bounded(str(error)))
         events = workload_views.events_of_one(self.engine, record.id, max(0, request.after_seq))
         async for event in workload_views.until_broker_stops(events, context):
             yield event
@@ -143,7 +151,7 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
             if tenant is not None and request.tenant and request.tenant != tenant:
                 raise InvalidArgument(f"tenant: a tenant sees only its own workloads ({tenant})")
         except BrokerError as error:
-            await context.abort(status_for(error), str(error))
+            await context.abort(status_for(error), bounded(str(error)))
         wanted = tenant or request.tenant or None
         events = workload_views.events_of_all(self.engine, wanted, request.after_seq)
         async for event in workload_views.until_broker_stops(events, context):
@@ -155,7 +163,8 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
         """Relayed from the site's agent, outside the engine (broker/api/logs.py)."""
         try:
             who = self.auth.identify(context.invocation_metadata())
+            check_ref(request.id, "id")
             async for lines in logs.relay(self.engine, _reader(who), request):
                 yield lines
         except BrokerError as error:
-            await context.abort(status_for(error), str(error))
+            await context.abort(status_for(error), bounded(str(error)))

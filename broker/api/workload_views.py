@@ -15,6 +15,7 @@ from fedbroker.v1 import types_pb2, workload_service_pb2
 
 from broker import lifecycle
 from broker.api import convert
+from broker.api.limits import check_ref
 from broker.config import Weights
 from broker.engine.engine import Engine
 from broker.engine.records import WorkloadRecord
@@ -49,6 +50,8 @@ def list_filter(request: workload_service_pb2.ListWorkloadsRequest, tenant: str 
     """The caller's filter; a tenant's own tenant overrides any it asks for (it sees only its own)."""
     if request.limit < 0:
         raise InvalidArgument("limit: must not be negative")
+    for field in ("tenant", "site", "name"):
+        check_ref(getattr(request, field), field)
     try:
         states = tuple(lifecycle.from_proto(s) for s in request.states)
     except ValueError:

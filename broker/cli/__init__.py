@@ -23,6 +23,7 @@ from broker.listen import parse_listen
 from broker.observability.cli_options import log_format_option, metrics_listen_option, setup_telemetry
 from broker.observability.logs import setup_logging
 from broker.store.urls import database_url
+from broker.tls import server_tls
 from broker.validation import InvalidInput
 
 
@@ -57,6 +58,29 @@ def cli() -> None:
     help="host:port that standbys name to callers as the active broker's (default: --listen).",
 )
 @click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    envvar="FEDBROKER_TLS_CERT",
+    help="TLS: the broker's certificate chain (PEM) [env FEDBROKER_TLS_CERT; federation.yaml tls.cert_file]. "
+    "Re-read when the file changes or on SIGHUP.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    envvar="FEDBROKER_TLS_KEY",
+    help="TLS: the certificate's private key (PEM) [env FEDBROKER_TLS_KEY; tls.key_file].",
+)
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    envvar="FEDBROKER_TLS_CLIENT_CA",
+    help="Mutual TLS: every caller must present a certificate this CA signed; a site's agent_cert_san "
+    "is checked against its agent's [env FEDBROKER_TLS_CLIENT_CA; tls.client_ca_file].",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
@@ -70,6 +94,9 @@ def serve(
     listen: str,
     lease_ttl_s: float,
     advertise: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_client_ca: Path | None,
     log_level: str,
     log_format: str,
     metrics_listen: str | None,
@@ -84,6 +111,7 @@ def serve(
         config = load_federation(config_path)
         db_url = database_url(db_url) if db_url else None
         parse_listen(listen)
+        tls = server_tls(config, config_path, tls_cert, tls_key, tls_client_ca)
     except InvalidInput as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(2)
@@ -97,6 +125,7 @@ def serve(
                 metrics_enabled=telemetry.enabled,
                 lease_ttl_s=lease_ttl_s,
                 advertise=advertise,
+                tls=tls,
             )
         )
     except ServeError as error:

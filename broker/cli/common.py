@@ -17,14 +17,16 @@ import click
 from broker import telemetry
 from broker.cli.errors import BAD_INPUT, Failure, exit_with, from_client_error, from_invalid_input
 from broker.client import Client, ClientError
+from broker.endpoints import split
 from broker.observability.otel_env import TelemetryConfigError
 from broker.sdk.client import Client as SdkClient
 from broker.sdk.settings import NO_TOKEN_HELP, resolve
+from broker.tls import uses_tls
 from broker.validation import InvalidInput
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-OUTPUTS = ("table", "wide", "json", "yaml")
+OUTPUTS = ("table", "wide", "json", "yaml", "csv")  # csv: `usage` (others print their table)
 OUTPUT_KEY = "fedbroker.output"
 SDK_KEY = "fedbroker.sdk"
 
@@ -60,16 +62,37 @@ def client_options(command: F) -> F:
         default=None,
         help="A context of the client config (fedbroker context list).",
     )
+    @click.option(
+        "--ca-file",
+        default=None,
+        help="TLS: verify the broker against this CA [env FEDBROKER_CA_FILE, the context's tls.ca_file; "
+        "else the system's trust store]. FEDBROKER_CERT_FILE/FEDBROKER_KEY_FILE: a client certificate.",
+    )
+    @click.option(
+        "--insecure",
+        is_flag=True,
+        default=False,
+        help="Plaintext, no TLS [env FEDBROKER_INSECURE=1]. Loopback endpoints are plaintext unless "
+        "TLS is configured.",
+    )
     @click.option("-o", "--output", type=click.Choice(OUTPUTS), default="table", show_default=True)
     @functools.wraps(command)
     def wrapper(
-        endpoint: str | None, token: str | None, context_name: str | None, output: str, **kwargs: Any
+        endpoint: str | None,
+        token: str | None,
+        context_name: str | None,
+        ca_file: str | None,
+        insecure: bool,
+        output: str,
+        **kwargs: Any,
     ) -> Any:
         ctx = click.get_current_context()
         ctx.meta[OUTPUT_KEY] = output
         as_json = output in ("json", "yaml")
         try:
-            settings = resolve(endpoint=endpoint, token=token, context=context_name)
+            settings = resolve(
+                endpoint=endpoint, token=token, context=context_name, ca_file=ca_file, insecure=insecure
+            )
         except InvalidInput as error:
             exit_with(from_invalid_input(error), as_json)
         if not settings.token:
@@ -78,12 +101,17 @@ def client_options(command: F) -> F:
             telemetry.setup_tracing("fedbroker-cli")
         except TelemetryConfigError as error:
             exit_with(Failure("INVALID_INPUT", str(error), BAD_INPUT), as_json)
-        with Client(settings.endpoint, settings.token, tls=settings.tls) as client:
+        try:
+            client = Client(settings.endpoint, settings.token, tls=settings.tls)
+        except InvalidInput as error:  # a TLS file missing, expired or not matching its key
+            exit_with(from_invalid_input(error), as_json)
+        with client:
             ctx.meta[SDK_KEY] = SdkClient(settings=settings, raw=client)
             try:
                 return command(client=client, as_json=as_json, **kwargs)
             except ClientError as error:
-                exit_with(from_client_error(error, settings.endpoint), as_json)
+                tls_on = uses_tls(split(settings.endpoint), settings.tls)
+                exit_with(from_client_error(error, settings.endpoint, tls_on), as_json)
             except InvalidInput as error:
                 exit_with(from_invalid_input(error), as_json)
 

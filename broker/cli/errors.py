@@ -18,6 +18,7 @@ import click
 import grpc
 
 from broker.client import ClientError
+from broker.tls import handshake_hint
 from broker.validation import InvalidInput
 
 OK, REFUSED, BAD_INPUT, UNREACHABLE, TIMED_OUT = 0, 1, 2, 3, 124
@@ -40,11 +41,14 @@ class CliFailure(click.ClickException):
         self.failure = failure
 
 
-def from_client_error(error: ClientError, endpoint: str = "") -> Failure:
+def from_client_error(error: ClientError, endpoint: str = "", tls_on: bool = False) -> Failure:
     code = error.code.name if isinstance(error.code, grpc.StatusCode) else str(error.code)
     message = error.message or code
     if error.code == grpc.StatusCode.UNAVAILABLE:
         where = f" at {endpoint}" if endpoint else ""
+        refused_tls = handshake_hint(message, tls_on)
+        if refused_tls:
+            return Failure(code, f"cannot reach the broker{where}: {refused_tls}", UNREACHABLE)
         return Failure(
             code,
             f"cannot reach the broker{where}: {_plain(message)}",

@@ -428,6 +428,10 @@ class PlacementCore:
                 entry.explanation = expl
         return entry.explanation
 
+    def queued_count(self, tenant: str) -> int:
+        """How many of `tenant`'s workloads wait in the queue now (the API's per-tenant bound)."""
+        return self._queue.tenants.get(tenant, 0)
+
     def queued_ids(self) -> list[str]:
         """Queue order as the next pass would start it (shares as they stand now)."""
         entries = self._queue.entries()

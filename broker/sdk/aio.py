@@ -26,7 +26,9 @@ from fedbroker.v1 import (
     workload_service_pb2_grpc,
 )
 
-from broker import lifecycle
+from broker import endpoints, lifecycle
+from broker import tls as tls_setup
+from broker.api.limits import CHANNEL_OPTIONS
 from broker.client import ClientError, tracing_wanted
 from broker.sdk import workloads
 from broker.sdk.client import RECONNECT_FOR_S, backoff, since_time
@@ -39,13 +41,15 @@ T = TypeVar("T")
 
 
 def _channel(endpoint: str, tls: TlsFiles | None) -> grpc.aio.Channel:
-    interceptors = _client_spans() if tracing_wanted() else None  # as broker/client.py's channel
-    if tls is None:
-        return grpc.aio.insecure_channel(endpoint, interceptors=interceptors)
-    files = [
-        Path(f).expanduser().read_bytes() if f else None for f in (tls.ca_file, tls.key_file, tls.cert_file)
-    ]
-    return grpc.aio.secure_channel(endpoint, grpc.ssl_channel_credentials(*files), interceptors=interceptors)
+    """As broker/client.py's channel: an endpoint list, plaintext or TLS by broker/tls.py's rules."""
+    interceptors = _client_spans() if tracing_wanted() else None
+    target, base = endpoints.channel_target(endpoint)
+    options: list[tuple[str, Any]] = [*base, *CHANNEL_OPTIONS]
+    if not tls_setup.uses_tls(endpoints.split(endpoint), tls):
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    credentials = tls_setup.channel_credentials(tls)
+    options += tls_setup.channel_options(endpoint, tls) if target != endpoint.strip() else []
+    return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
 
 
 def _client_spans() -> list[grpc.aio.ClientInterceptor]:

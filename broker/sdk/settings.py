@@ -13,6 +13,10 @@ The client config (like kubectl's kubeconfig) lives at `$FEDBROKER_CONFIG`, else
         endpoint: 127.0.0.1:50051
         token_file: ~/.config/fedbroker/dev.token
 
+TLS: `--ca-file`/`--insecure`, else FEDBROKER_CA_FILE, FEDBROKER_CERT_FILE, FEDBROKER_KEY_FILE,
+FEDBROKER_TLS_SERVER_NAME, FEDBROKER_INSECURE=1, else the context's `tls`. Nothing set: TLS
+with the system's trust store, except to loopback endpoints (plaintext; broker/tls.py).
+
 Precedence: a flag, then the environment (FEDBROKER_ENDPOINT, FEDBROKER_TOKEN,
 FEDBROKER_TOKEN_FILE), then the context (--context, else FEDBROKER_CONTEXT, else
 current_context), then the defaults. A context named explicitly with --context beats the
@@ -47,6 +51,9 @@ class TlsFiles(_Strict):
     ca_file: str | None = None  # verify the broker against this CA (else the system's)
     cert_file: str | None = None  # mutual TLS: this client's certificate and key
     key_file: str | None = None
+    # The name the broker's certificate must carry (else each endpoint's host).
+    server_name: str | None = None
+    insecure: bool = False  # plaintext, said explicitly (loopback endpoints need not say it)
 
 
 class Context(_Strict):
@@ -130,11 +137,41 @@ def read_token_file(path: str, what: str) -> str:
     return token
 
 
+_TLS_ENV = {
+    "ca_file": "FEDBROKER_CA_FILE",
+    "cert_file": "FEDBROKER_CERT_FILE",
+    "key_file": "FEDBROKER_KEY_FILE",
+    "server_name": "FEDBROKER_TLS_SERVER_NAME",
+}
+
+
+def resolve_tls(
+    context_tls: TlsFiles | None,
+    environ: Mapping[str, str],
+    ca_file: str | None = None,
+    insecure: bool = False,
+) -> TlsFiles | None:
+    """The context's TLS settings with the environment's and the flags' over them."""
+    values = context_tls.model_dump() if context_tls is not None else {}
+    for key, name in _TLS_ENV.items():
+        if environ.get(name):
+            values[key] = environ[name]
+    if environ.get("FEDBROKER_INSECURE", "").lower() in ("1", "true", "yes"):
+        values = {"insecure": True}
+    if ca_file:
+        values.update(ca_file=ca_file, insecure=False)
+    if insecure:
+        values = {"insecure": True}
+    return TlsFiles(**values) if any(values.values()) else None
+
+
 def resolve(
     *,
     endpoint: str | None = None,
     token: str | None = None,
     context: str | None = None,
+    ca_file: str | None = None,
+    insecure: bool = False,
     environ: Mapping[str, str] = os.environ,
     config: ClientConfig | None = None,
 ) -> Settings:
@@ -174,7 +211,7 @@ def resolve(
     return Settings(
         endpoint=check_endpoint(endpoint or DEFAULT_ENDPOINT),
         token=secret,
-        tls=chosen.tls if chosen else None,
+        tls=resolve_tls(chosen.tls if chosen else None, environ, ca_file, insecure),
         context=name if chosen else None,
         token_source=source,
     )
