@@ -21,6 +21,7 @@ import yaml
 
 from broker.client import Client, ClientError
 from broker.endpoints import ACTIVE_SERVICE
+from broker.sdk.settings import TlsFiles
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -54,6 +55,8 @@ class LocalFederation:
         process_env: dict[str, dict[str, str]] | None = None,
         backends: dict[str, dict[str, Any]] | None = None,
         brokers: int = 1,
+        broker_args: list[str] | None = None,
+        client_tls: TlsFiles | None = None,
     ) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -76,6 +79,9 @@ class LocalFederation:
             f"broker-{n}": f"127.0.0.1:{free_port()}" for n in range(2, brokers + 1)
         }
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        # `serve` flags for every broker (--tls-cert ...), and how clients reach them (TLS files).
+        self.broker_args = broker_args or []
+        self.client_tls = client_tls
 
     # -------------------------------------------------------------- processes
 
@@ -98,7 +104,9 @@ class LocalFederation:
     def active_broker(self) -> str | None:
         """The running broker that serves writes now (None while a standby takes over)."""
         for name, endpoint in self.broker_endpoints.items():
-            if name in self.processes and Client(endpoint, "").serving(service=ACTIVE_SERVICE):
+            if name in self.processes and Client(endpoint, "", tls=self.client_tls).serving(
+                service=ACTIVE_SERVICE
+            ):
                 return name
         return None
 
@@ -106,9 +114,12 @@ class LocalFederation:
         """Start a broker and wait until it serves: as the active one (it holds the lease; after
         a kill -9 that is once the dead one's lease ran out), or else on standby."""
         endpoint = self.broker_endpoints[name]
-        self._spawn(name, ["serve", "--config", str(self.config), "--db", self.db_url, "--listen", endpoint])
+        args = ["serve", "--config", str(self.config), "--db", self.db_url, "--listen", endpoint]
+        self._spawn(name, [*args, *self.broker_args])
         service = ACTIVE_SERVICE if active else ""
-        self.wait(lambda: Client(endpoint, "").serving(service=service), 30, f"{name} to serve")
+        self.wait(
+            lambda: Client(endpoint, "", tls=self.client_tls).serving(service=service), 30, f"{name} to serve"
+        )
 
     def start_agent(self, site: str, token: str | None = None) -> None:
         data = yaml.safe_load(self.agent_configs[site].read_text())
@@ -150,7 +161,7 @@ class LocalFederation:
     # -------------------------------------------------------------- helpers
 
     def client(self, who: str = "sre") -> Client:
-        return Client(self.endpoint, self.tokens[who])
+        return Client(self.endpoint, self.tokens[who], tls=self.client_tls)
 
     def wait_healthy(self, sites: list[str] | None = None, timeout: float = 30) -> None:
         wanted = set(sites or self.agent_configs)

@@ -87,10 +87,10 @@ def test_subsidy_pulls_an_eligible_tenant_and_reserves_its_budget():
     assert isinstance(d2, Queued)
     assert reasons_by_site(d2.explanation) == {
         "cyberport": ("subsidy aiss not honoured here",),
-        "sandy-ridge": ("subsidy budget HK$ 446 left; estimate needs HK$ 2,554",),
+        "sandy-ridge": ("subsidy budget HK$ 446.40 left; estimate needs HK$ 2,553.60",),
     }
     assert d2.explanation.summary == (
-        "waiting: subsidy budget HK$ 446 left; estimate needs HK$ 2,554 at sandy-ridge"
+        "waiting: subsidy budget HK$ 446.40 left; estimate needs HK$ 2,553.60 at sandy-ridge"
     )
     # preferred: no budget left for it, so full price everywhere; the name tie-break wins
     d3 = c.evaluate(req("w3", estimated_hours=12, subsidy="preferred"))
@@ -250,7 +250,7 @@ def test_refused_subsidy_required_without_program_honouring_site_or_budget():
     got, _ = refused_reasons(c, req("w3", subsidy="required"))
     assert got == {
         "cyberport": ("subsidy aiss not honoured here",),
-        "sandy-ridge": ("subsidy budget HK$ 100 left; estimate needs HK$ 213",),
+        "sandy-ridge": ("subsidy budget HK$ 100.00 left; estimate needs HK$ 212.80",),
     }
 
 
