@@ -19,6 +19,7 @@ from broker import batching
 from broker.api import convert, logs
 from broker.api.capacity import within_capacity
 from broker.api.limits import bounded
+from broker.api.malformed import Malformed
 from broker.api.status import status_for
 from broker.auth import Authenticator
 from broker.engine import commands as c
@@ -48,8 +49,10 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
                 raise PermissionDenied(f"{who} is not a site agent")
             self.auth.check_agent_certificate(who.name, peer_names(context.auth_context()))
             first = await anext(request_iterator, None)
+            if isinstance(first, Malformed):
+                raise InvalidArgument(f"hello: {first.describe()}")
             if first is None or first.WhichOneof("kind") != "hello":
-                raise InvalidArgument("the first message on the stream must be Hello")
+                raise InvalidArgument("hello: the first message on the stream must be Hello")
             if first.hello.site != who.name:
                 raise PermissionDenied(f"this token is for site {who.name!r}, not {first.hello.site[:64]!r}")
             session: AgentSession = await self.engine.call(c.Hello(who.name, first.hello.agent_id[:128]))
@@ -99,7 +102,9 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
         try:
             async for received in messages:
                 engine.heard(session)
-                if received.HasField("batch"):
+                if isinstance(received, Malformed):
+                    log.warning("dropped a message from the %s agent: %s", session.site, received.describe())
+                elif received.HasField("batch"):
                     for message in received.batch.messages:
                         reader.take(message)
                 else:

@@ -3,9 +3,11 @@
 gRPC parses a request before any handler runs, and a parse error becomes UNKNOWN with
 Python's exception class in its details ("Unexpected <class 'DecodeError'>"). This
 interceptor gives each method a deserializer that never raises: bytes that do not parse
-become a `Malformed` marker, and the call is refused with a plain message before the
-servicer sees it (on a stream, at the message that failed). Each method's wrapped handler
-is built once and reused, so a call pays one dictionary look-up.
+become a `Malformed` marker, and a unary request is refused with a plain message before the
+servicer sees it. A client stream's messages reach its servicer as they come, a `Malformed`
+among them: the agent stream drops such a message, as it drops a report it cannot apply
+(aborting from the task that reads the stream raced the task that writes it). Each method's
+wrapped handler is built once and reused, so a call pays one dictionary look-up.
 """
 
 from __future__ import annotations
@@ -56,13 +58,6 @@ async def _refuse(context: grpc.aio.ServicerContext, request: Malformed) -> None
     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.describe())
 
 
-async def _checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-    async for request in requests:
-        if isinstance(request, Malformed):
-            await _refuse(context, request)
-        yield request
-
-
 def _wrap(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     if handler.request_deserializer is None:
         return handler
@@ -99,7 +94,7 @@ def _wrap(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         inner_su = handler.stream_unary
 
         async def stream_unary(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
-            return await inner_su(_checked(requests, context), context)
+            return await inner_su(requests, context)
 
         return grpc.stream_unary_rpc_method_handler(stream_unary, deserializer, serializer)
     inner_ss = handler.stream_stream
@@ -108,13 +103,13 @@ def _wrap(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         async def stream_stream_gen(
             requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
         ) -> AsyncIterator[Any]:
-            async for response in inner_ss(_checked(requests, context), context):
+            async for response in inner_ss(requests, context):
                 yield response
 
         return grpc.stream_stream_rpc_method_handler(stream_stream_gen, deserializer, serializer)
 
     async def stream_stream(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
-        return await inner_ss(_checked(requests, context), context)
+        return await inner_ss(requests, context)
 
     return grpc.stream_stream_rpc_method_handler(stream_stream, deserializer, serializer)
 
