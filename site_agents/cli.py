@@ -7,13 +7,13 @@ here (a missing extra such as `fedbroker[ray]`, an unreadable kubeconfig).
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 
 import click
 from opentelemetry import metrics
 
+from broker import eventloop
 from broker.gc_tuning import tune_gc
 from broker.observability.cli_options import log_format_option, metrics_listen_option, setup_telemetry
 from broker.observability.logs import setup_logging
@@ -109,7 +109,7 @@ def agent_command(
     if telemetry.enabled:
         backend = MeteredBackend(backend, metrics.get_meter("fedbroker.agent"), config.site)
     try:
-        asyncio.run(_serve(Agent(config, secret, backend), backend))
+        eventloop.run(_serve(Agent(config, secret, backend), backend))
     except AgentRefused as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(1)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 
 import click
 
+from broker import eventloop
 from broker.cli import errors
 from broker.cli.completion import completion
 from broker.cli.contexts import context
@@ -117,7 +117,7 @@ def serve(
         sys.exit(2)
     telemetry = setup_telemetry("fedbroker-broker", metrics_listen)
     try:
-        asyncio.run(
+        eventloop.run(
             run_server(
                 config,
                 db_url or default_db_url(),

@@ -29,8 +29,6 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from opentelemetry import trace
-
 from broker import ledger, lifecycle, placement, telemetry
 from broker.config import FederationConfig
 from broker.engine import commands as c
@@ -44,8 +42,6 @@ from broker.errors import FailedPrecondition, InvalidArgument
 from broker.federation import check_references, placement_request
 from broker.lifecycle import ACTIVE, CANCELLED, FAILED, PLACED, QUEUED, RUNNING, SUCCEEDED, TERMINAL
 
-# A submit starts a trace of its own, whatever context the engine runs in.
-_NEW_TRACE = trace.set_span_in_context(trace.INVALID_SPAN)
 log = logging.getLogger("fedbroker.broker")
 
 
@@ -93,14 +89,9 @@ class BrokerState:
         now = self.wall()
         # The engine's spans start and end at once and are never made current: a context
         # switch in and out cost as much as the span itself.
-        span = telemetry.tracer().start_span(
-            "fedbroker.submit",
-            context=_NEW_TRACE,
-            attributes={"fedbroker.workload": wid, "fedbroker.tenant": cmd.tenant},
+        carrier = telemetry.span_carrier(
+            "fedbroker.submit", {"fedbroker.workload": wid, "fedbroker.tenant": cmd.tenant}
         )
-        carrier = telemetry.inject(span)
-        trace_id = telemetry.trace_id_hex(span)
-        span.end()
         workload = LiveWorkload(
             seq=self.next_seq,
             id=wid,
@@ -113,8 +104,8 @@ class BrokerState:
             state=QUEUED,
             created_at=now,
             updated_at=now,
-            trace_id=trace_id,
-            traceparent=carrier.get("traceparent", ""),
+            trace_id=telemetry.carrier_trace_id(carrier),
+            traceparent=carrier["traceparent"],
             spec_wire=cmd.spec_wire,
         )
         self.next_seq += 1
@@ -513,13 +504,11 @@ class BrokerState:
         tx.send(decision.site, self._assignment(workload))
 
     def _assignment(self, workload: LiveWorkload) -> Assign:
-        span = telemetry.tracer().start_span(
+        carrier = telemetry.span_carrier(
             "fedbroker.dispatch",
-            context=telemetry.parent(workload.traceparent),
-            attributes={"fedbroker.workload": workload.id, "fedbroker.attempt": workload.attempt},
+            {"fedbroker.workload": workload.id, "fedbroker.attempt": workload.attempt},
+            workload.traceparent or None,
         )
-        carrier = telemetry.inject(span)
-        span.end()
         assert workload.site is not None
         return Assign(
             workload_id=workload.id,
