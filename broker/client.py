@@ -143,10 +143,17 @@ class Client:
         site: str = "",
         name: str = "",
         since: datetime | None = None,
+        page_token: str = "",
     ) -> workload_service_pb2.ListWorkloadsResponse:
-        """Filtered, newest first; `event_seq` in the answer is where `watch_all` goes on from."""
+        """Filtered, newest first; `event_seq` in the answer is where `watch_all` goes on from;
+        `next_page_token` (when not empty) asks for the next page."""
         request = workload_service_pb2.ListWorkloadsRequest(
-            states=[lifecycle.to_proto(s) for s in states], limit=limit, tenant=tenant, site=site, name=name
+            states=[lifecycle.to_proto(s) for s in states],
+            limit=limit,
+            tenant=tenant,
+            site=site,
+            name=name,
+            page_token=page_token,
         )
         if since is not None:
             request.since.FromDatetime(since)

@@ -6,6 +6,7 @@ tenant costs the engine's cycle nothing and other tenants' calls are answered as
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +58,20 @@ class SubmitLimiter:
     limits: Limits
     clock: object = time.monotonic
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
+
+    async def take_or_wait(self, tenant: str) -> None:
+        """`take`, but a refused caller is answered only after the time it should wait (at most
+        a second): a flooder that waits for its answers is slowed to the rate it is allowed,
+        instead of costing the broker a refusal per round trip (broker/api/limits.py)."""
+        try:
+            self.take(tenant)
+        except ResourceExhausted as refused:
+            await asyncio.sleep(min(self._wait(tenant), 1.0))
+            raise refused from None
+
+    def _wait(self, tenant: str) -> float:
+        bucket = self._buckets[tenant]
+        return max(0.0, (1.0 - bucket.tokens) / self.limits.submits_per_s)
 
     def take(self, tenant: str) -> None:
         now: float = self.clock()  # type: ignore[operator]

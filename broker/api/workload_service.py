@@ -47,7 +47,7 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
         who = self.auth.identify(context.invocation_metadata())
         if who.role != "tenant":
             raise PermissionDenied(f"{who} cannot submit workloads; use a tenant token")
-        self.limiter.take(who.name)  # a dry run too: it costs a placement evaluation
+        await self.limiter.take_or_wait(who.name)  # a dry run too: it costs a placement evaluation
         spec = spec_from_proto(request.spec)
         if request.dry_run:
             explanation = self.engine.evaluate(who.name, spec)

@@ -14,7 +14,7 @@ import grpc
 from fedbroker.v1 import types_pb2, workload_service_pb2
 
 from broker import lifecycle
-from broker.api import convert
+from broker.api import convert, paging
 from broker.api.limits import check_ref
 from broker.config import Weights
 from broker.engine.engine import Engine
@@ -23,8 +23,11 @@ from broker.errors import InvalidArgument
 from broker.store.lookups import Filter
 from broker.watch import ALL_WORKLOADS, STOPPING
 
-LIST_LIMIT_MAX = 10_000
+LIST_LIMIT_MAX = 1000
 LIST_LIMIT_DEFAULT = 1000
+# A page ends once its workloads hold this much (specs are up to 64 KB each): far below
+# gRPC's 4 MiB message limit, so no tenant's workloads can make List fail.
+PAGE_BYTES = 2 * 1024 * 1024
 
 
 def workloads(engine: Engine, records: list[WorkloadRecord]) -> list[types_pb2.Workload]:
@@ -59,6 +62,7 @@ def list_filter(request: workload_service_pb2.ListWorkloadsRequest, tenant: str 
     if tenant is not None and request.tenant and request.tenant != tenant:
         raise InvalidArgument(f"tenant: a tenant sees only its own workloads ({tenant})")
     since = request.since.ToNanoseconds() / 1e9 if request.HasField("since") else None
+    before_seq = paging.seq_from_token(request.page_token) if request.page_token else None
     return Filter(
         tenant=tenant if tenant is not None else (request.tenant or None),
         states=states,
@@ -66,15 +70,27 @@ def list_filter(request: workload_service_pb2.ListWorkloadsRequest, tenant: str 
         name=request.name or None,
         since=since,
         limit=min(request.limit, LIST_LIMIT_MAX) or LIST_LIMIT_DEFAULT,
+        before_seq=before_seq,
     )
 
 
 async def list_response(
     engine: Engine, request: workload_service_pb2.ListWorkloadsRequest, tenant: str | None
 ) -> workload_service_pb2.ListWorkloadsResponse:
-    records, event_seq = await engine.find_workloads(list_filter(request, tenant))
+    wanted = list_filter(request, tenant)
+    records, event_seq = await engine.find_workloads(wanted)
+    page = workloads(engine, records)
+    kept, size = 0, 0
+    for message in page:
+        size += message.ByteSize()
+        if kept and size > PAGE_BYTES:
+            break
+        kept += 1
+    more = kept < len(page) or len(records) == wanted.limit
     return workload_service_pb2.ListWorkloadsResponse(
-        workloads=workloads(engine, records), event_seq=event_seq
+        workloads=page[:kept],
+        event_seq=event_seq,
+        next_page_token=paging.token_after(records[kept - 1].seq) if more and kept else "",
     )
 
 

@@ -27,6 +27,7 @@ class Filter:
     name: str | None = None
     since: float | None = None  # submitted at or after (UNIX seconds)
     limit: int = 1000
+    before_seq: int | None = None  # paging: only workloads older than this one (by seq)
 
 
 def resolve(conn: Connection, ref: str, tenant: str | None) -> list[WorkloadRecord]:
@@ -62,6 +63,8 @@ def workloads(conn: Connection, wanted: Filter) -> tuple[list[WorkloadRecord], i
         query = query.where(W.c.name == wanted.name)
     if wanted.since is not None:
         query = query.where(W.c.created_at >= wanted.since)
+    if wanted.before_seq is not None:
+        query = query.where(W.c.seq < wanted.before_seq)
     with conn.begin():
         records = [record(r) for r in conn.execute(query)]
         latest = conn.execute(select(func.max(E.c.seq))).scalar() or 0

@@ -105,7 +105,7 @@ def call_stream(channel: grpc.Channel, key: tuple[str, str], body: bytes, who: s
     call = channel.unary_stream(
         f"/fedbroker.v1.{key[0]}/{key[1]}", request_serializer=None, response_deserializer=None
     )
-    stream = call(body, metadata=token(who), timeout=0.3)
+    stream = call(body, metadata=token(who), timeout=0.1)
     try:
         for _ in stream:
             pass

@@ -302,3 +302,36 @@ def test_restart_keeps_queued_subsidy_required_work_queued(tmp_path: Path) -> No
         with fed.client("lion-rock-ai") as client:
             after = [client.get(i) for i in ids]
         assert {x.state for x in after} == {1}, [x.message for x in after]
+
+
+def test_list_pages_by_count_and_by_size(fed: LocalFederation, channel: grpc.Channel) -> None:
+    """Paged by `limit` (at most 1,000) and by bytes: the largest specs a tenant may submit
+    never make a List answer too large to send."""
+    stub = wg.WorkloadServiceStub(channel)
+    spec = ray_spec()
+    spec.name = "paged"
+    spec.ray.runtime_env.update({"blob": "z" * 60_000})  # near the 64 KB spec bound
+    for _ in range(40):
+        stub.Submit(w.SubmitRequest(spec=spec), metadata=token("harbour-robotics"), timeout=10)
+    seen: list[str] = []
+    page_token, pages = "", 0
+    while True:
+        page = stub.List(
+            w.ListWorkloadsRequest(name="paged", limit=15, page_token=page_token),
+            metadata=token("harbour-robotics"),
+            timeout=10,
+        )
+        assert page.ByteSize() < 3 * 1024 * 1024 and len(page.workloads) <= 15
+        seen += [x.id for x in page.workloads]
+        pages += 1
+        page_token = page.next_page_token
+        if not page_token:
+            break
+    assert len(seen) == len(set(seen)) == 40 and pages >= 3
+    everything = stub.List(w.ListWorkloadsRequest(limit=1_000_000), metadata=token("sre"), timeout=10)
+    assert everything.next_page_token  # 40 x 60 KB: cut by size, not refused
+    for bad in ("nonsense", "x" * 5000, "cDE6LTE"):
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.List(w.ListWorkloadsRequest(page_token=bad), metadata=token("sre"), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert plain(refused.value).startswith("page_token: ")

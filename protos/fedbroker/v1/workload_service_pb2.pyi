@@ -33,28 +33,32 @@ class GetWorkloadRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class ListWorkloadsRequest(_message.Message):
-    __slots__ = ("states", "limit", "tenant", "site", "name", "since")
+    __slots__ = ("states", "limit", "tenant", "site", "name", "since", "page_token")
     STATES_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     SITE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     states: _containers.RepeatedScalarFieldContainer[_types_pb2.WorkloadState]
     limit: int
     tenant: str
     site: str
     name: str
     since: _timestamp_pb2.Timestamp
-    def __init__(self, states: _Optional[_Iterable[_Union[_types_pb2.WorkloadState, str]]] = ..., limit: _Optional[int] = ..., tenant: _Optional[str] = ..., site: _Optional[str] = ..., name: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    page_token: str
+    def __init__(self, states: _Optional[_Iterable[_Union[_types_pb2.WorkloadState, str]]] = ..., limit: _Optional[int] = ..., tenant: _Optional[str] = ..., site: _Optional[str] = ..., name: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListWorkloadsResponse(_message.Message):
-    __slots__ = ("workloads", "event_seq")
+    __slots__ = ("workloads", "event_seq", "next_page_token")
     WORKLOADS_FIELD_NUMBER: _ClassVar[int]
     EVENT_SEQ_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     workloads: _containers.RepeatedCompositeFieldContainer[_types_pb2.Workload]
     event_seq: int
-    def __init__(self, workloads: _Optional[_Iterable[_Union[_types_pb2.Workload, _Mapping]]] = ..., event_seq: _Optional[int] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, workloads: _Optional[_Iterable[_Union[_types_pb2.Workload, _Mapping]]] = ..., event_seq: _Optional[int] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class CancelWorkloadRequest(_message.Message):
     __slots__ = ("id",)
