@@ -24,7 +24,7 @@ overflow time for them, then any site may take it, the preferred ones still firs
 decay of fair-share usage (``fairshare.py``), and what a preemption would waste.
 
 Queue order: priority first; within a priority, by tenant fair share when enabled
-(``fairshare.fair_order``), oldest first within a tenant. A waiting workload whose priority
+(``fairshare.FairOrder``), oldest first within a tenant. A waiting workload whose priority
 may preempt, and that fits nowhere for capacity alone, takes back lower-priority placed work
 (``preemption.py``): the victims go back to the queue at their place (returned in the
 pass's ``PassResult.preempted`` for the broker to cancel), and the preemptor is placed at
@@ -58,7 +58,7 @@ from . import explain as explain_
 from . import reasons as R
 from .capacity import SiteCapacity
 from .errors import DuplicateWorkload, InvalidRequest, InvariantViolation, UnknownSite
-from .fairshare import FairShare, fair_order
+from .fairshare import FairOrder, FairShare, fair_order
 from .filters import FilterContext, Hold, default_filters, plain_time
 from .locality import DEFAULT_LINK_GBIT_S, DatasetCatalog
 from .metrics import PlacementMetrics
@@ -79,7 +79,7 @@ from .model import (
     SiteUsage,
 )
 from .never import NeverJudge
-from .preemption import PassPreemptions, Plan, Victim, plan_at_site, victim_cost
+from .preemption import PassPreemptions, Plan, VictimCost, plan_at_site, victim_cost
 from .pricing import Quote, quote
 from .queue import Entry, ShapeClass, ShapeSize, WorkQueue, dominates, shape_of
 from .reservations import Allocation, Ledger, QueueKey
@@ -161,6 +161,7 @@ class PlacementCore:
         self._load = LoadScorer()
         self._queue = WorkQueue()
         self._arrivals = 0
+        self._pass_no = 0  # queue passes run: what an entry's explanation stamp refers to
         self._klass_ids: dict[ShapeClass, int] = {}
         self._shape_ids: dict[tuple[int, ShapeSize], int] = {}
         self._cap_ids: dict[tuple, int] = {}
@@ -266,9 +267,9 @@ class PlacementCore:
         if isinstance(decision, Placed):
             self._commit(request, out, key)
         elif isinstance(decision, Queued):
-            entry = self._entry(request, key)
-            entry.explanation = decision.explanation
-            self._enqueue(entry)
+            # Its explanation is not kept: ``explain`` rebuilds it when asked, from the state
+            # then; 50,000 queued explanations would be a million objects for the collector.
+            self._enqueue(self._entry(request, key))
             if request.priority in self._preempting:
                 self._dirty = True  # the next pass may find it victims
         self.metrics.decisions[type(decision).__name__.lower()] += 1
@@ -416,10 +417,13 @@ class PlacementCore:
 
     def _queued_explanation(self, entry: Entry) -> Explanation:
         workload_id = entry.request.workload_id
+        if entry.stamp != self._pass_no:  # a pass since skipped it: what it knew is stale
+            entry.explanation = entry.failures = None
+            entry.stamp = self._pass_no
         if entry.explanation is None:
             if entry.failures is not None:  # evaluated by the last pass: its reasons
                 entry.explanation = self._waiting(entry.request, entry.failures)
-            else:  # skipped by shape in the last pass: evaluate it now
+            else:  # skipped by the last pass (shape, quota): evaluate it now
                 decision = self._decide(entry.request, refuse=False, count=False).decision
                 assert decision is not None
                 expl = decision.explanation
@@ -448,7 +452,7 @@ class PlacementCore:
                 )
 
             ordered = []
-            for e in fair_order(entries, share):
+            for e in fair_order(self._queue.groups(), share):
                 ordered.append(e)
                 r = e.request
                 more = extra.setdefault(r.tenant, [0.0, 0.0, 0.0])
@@ -491,24 +495,32 @@ class PlacementCore:
            workload's overflow time has come, return at once: a pass over an unchanged
            state places nothing;
         1. forget the last pass's holds (this pass rebuilds them in order), keeping those
-           of preemptors waiting for their victims' GPUs;
-        2. for each queued workload, in queue order (fair share within a priority),
-           cheapest test first:
-           a. skip it if its gang size (GPU model, GPUs/replica, replicas, CPUs, memory),
+           of preemptors waiting for their victims' GPUs (until their wait is over);
+        2. take the queue in order (fair share within a priority: runs of one tenant's
+           work, ``fairshare.FairOrder``), cheapest test first:
+           a. a tenant whose quota has no GPU left: its whole run waits, untouched; a
+              workload larger than what its tenant's quota has left waits (the quota filter
+              is tenant-wide: it would fail at every site);
+           b. skip it if its gang size (GPU model, GPUs/replica, replicas, CPUs, memory),
               or a smaller one, fits no site's free nodes now (one bucket sum per site,
               asked once per size and remembered until the next placement);
-           b. skip it if its shape, or a smaller one of its class, already failed;
-           c. else run the filters and scores: place it, or record its shape as failed;
+           c. skip it if its shape, or a smaller one of its class, already failed;
+           d. else run the filters and scores: place it, or record its shape as failed;
            a workload overtaken often enough holds the sites it waits for; one whose
-           priority may preempt looks for victims where only capacity is missing;
+           priority may preempt looks for victims where only capacity is missing. A
+           placement raises its tenant's share (its run ends there); a preemption lowers
+           the victims' tenants' shares, and their work moves up in the order at once;
         3. drop the placed from the queue; count who was overtaken.
 
         Failing is monotone within a pass (placements only take capacity, quota and
-        budget; a preemption frees capacity only for its preemptor, which holds it), so
-        what failed once stays failed until the pass ends. Cost: O(queue) set lookups and
-        heap steps + O(distinct gang sizes x sites x GPUs per node) + one full decision per
-        distinct shape that passes (a) + one per placement + a bounded number of victim
-        searches. Skipped workloads' explanations are rebuilt on demand by ``explain``.
+        budget; a preemption frees capacity only for its preemptor, which holds it; the
+        quota it gives back to the victims' tenants is counted at once, but shapes that
+        already failed stay failed), so what failed once stays failed until the pass ends. Cost: O(queue) set
+        lookups + one heap step per run + O(distinct gang sizes x sites x GPUs per node) +
+        one full decision per distinct shape that passes (b) + one per placement + a
+        bounded number of victim searches. What a skipped workload waits for is not
+        written down: ``explain`` builds it on demand (entries carry the pass their
+        reasons are from, so a pass need not touch what it skips).
         """
         self._at(now)
         metrics = self.metrics
@@ -523,7 +535,12 @@ class PlacementCore:
         self._holds.clear()
         self._hold_nominated()
         metrics.passes += 1
+        self._pass_no += 1
+        stamp = self._pass_no
         sites = self._site_list
+        ctx = self._ctx
+        fair = self._fair.enabled
+        preempting_priorities = self._preempting
         failed: dict[int, tuple[str, ...] | None] = {}  # shape id -> hold sites (None: unknown)
         failed_sizes: dict[int, list[ShapeSize]] = {}  # class id -> failed sizes
         cap_failed: set[int] = set()  # gang sizes that fit no site's free nodes now
@@ -532,118 +549,186 @@ class PlacementCore:
         static_sets: list[tuple[SiteView, ...]] = []  # the interned site sets
         static_index: dict[tuple[SiteView, ...], int] = {}
         cap_ok: set[int] = set()  # gang sizes that fit somewhere (until the next placement)
+        rooms: dict[str, float] = {}  # tenant -> GPUs its quota has left (until it changes)
         last_place: dict[str, int] = {}  # GPU model -> position of the pass's last placement
-        waiting: list[tuple[int, Entry]] = []
+        runs: list[tuple[int, Sequence[Entry], int, int]] = []  # (position, line, start, stop)
         placed: list[Placed] = []
         placed_ids: set[str] = set()
         preempted: list[Preempted] = []
         preempt = PassPreemptions(PREEMPTION_SHAPES_PER_PASS)
         starve = self.starvation_passes
         shares: dict[str, float] = {}
+        skipped = by_quota = evaluated = 0
 
         def share(tenant: str) -> float:
             if tenant not in shares:
                 shares[tenant] = self._share(tenant)
             return shares[tenant]
 
-        entries = self._queue.entries()
-        order = fair_order(entries, share) if self._fair.enabled else entries
-        now = self._ctx.now
-        for pos, entry in enumerate(order):
-            req = entry.request
-            # A workload still in its preferred sites' round fails apart from the same shape
-            # past it: the two have different candidates.
-            round1 = entry.overflow_at > now
-            shape = entry.shape * 2 + round1
-            klass = entry.klass * 2 + round1
-            # The sites its class may use at all this pass (health, backend, GPU model, allow-list,
-            # subsidy program, preference round: none changes within a pass), interned.
-            sid = static_ids.get(klass)
-            if sid is None:
-                usable = self._static_sites(req, round1)
-                sid = static_ids[klass] = static_index.setdefault(usable, len(static_sets))
-                if sid == len(static_sets):
-                    static_sets.append(usable)
-            cap = entry.cap * _STATIC_SETS_MAX + sid
-            skip = cap in cap_failed or shape in failed
-            if not skip and cap not in cap_ok:
-                # (a) capacity first, at the sites it may use: tenant and budget cannot make room
-                sizes = cap_failed_sizes.get((req.gpu_model, sid))
-                if (sizes and any(dominates(entry.cap_size, s) for s in sizes)) or not any(
-                    site.capacity.fit(req.gpu_model, *entry.cap_size) >= req.replicas
-                    for site in static_sets[sid]
-                ):
-                    cap_failed.add(cap)
-                    cap_failed_sizes.setdefault((req.gpu_model, sid), []).append(entry.cap_size)
-                    skip = True
-                else:
-                    cap_ok.add(cap)
-            if not skip:
-                # (b) a smaller shape of its class already failed (quota, budget, sites...)
-                sizes = failed_sizes.get(klass)
-                if sizes and any(dominates(entry.size, s) for s in sizes):
-                    failed[shape] = None
-                    skip = True
-            if skip:
-                metrics.skipped_by_shape += 1
-                entry.explanation = entry.failures = None
-                preempting = req.priority in self._preempting and self._may_preempt(entry, preempt)
-                if preempting or (
-                    entry.waits >= starve
-                    and any((site.name, req.gpu_model) not in self._holds for site in sites)
-                ):
+        def room(tenant: str) -> float:
+            left = rooms.get(tenant)
+            if left is None:
+                left = rooms[tenant] = ctx.quota_room(tenant)
+            return left
+
+        def took(req: Request, at: int, victims: Sequence[Preempted]) -> None:
+            """``req`` was placed at position ``at``, maybe after taking ``victims`` back:
+            capacity shrank, and the tenants' quota rooms and shares moved."""
+            placed_ids.add(req.workload_id)
+            last_place[req.gpu_model] = at
+            cap_ok.clear()  # capacity shrank: "fits somewhere" must be asked again
+            rooms.pop(req.tenant, None)
+            if fair:
+                shares[req.tenant] = self._share(req.tenant)  # its next workload waits its turn
+            changed_shares(victims)
+
+        def changed_shares(victims: Sequence[Preempted]) -> None:
+            for victim in victims:
+                tenant = self._evicted[victim.workload_id].request.tenant
+                rooms.pop(tenant, None)
+                if fair:  # its share fell: its work of this priority moves up at once
+                    shares[tenant] = self._share(tenant)
+                    fair_runs.reshare(tenant)
+
+        fair_runs = FairOrder(self._queue.groups() if fair else (), share)
+        order: Iterable[tuple[Sequence[Entry], int, int]]
+        if fair:
+            order = fair_runs
+        else:
+            entries = self._queue.entries()
+            order = ((entries, 0, len(entries)),)
+        now = ctx.now
+        pos = 0  # position in this pass's order of the run's first entry
+        for line, start, stop in order:
+            if fair and room(line[start].request.tenant) < 1:
+                # The tenant's quota is spent: none of its work in this run can be placed,
+                # whatever its shape; nor can it preempt or hold (quota is not capacity).
+                by_quota += stop - start
+                runs.append((pos, line, start, stop))
+                pos += stop - start
+                continue
+            end = stop
+            for k in range(start, stop):
+                entry = line[k]
+                req = entry.request
+                if entry.gpus > room(req.tenant):  # the quota filter fails it at every site
+                    by_quota += 1
+                    continue
+                # A workload still in its preferred sites' round fails apart from the same
+                # shape past it: the two have different candidates.
+                round1 = entry.overflow_at > now
+                shape = entry.shape * 2 + round1
+                klass = entry.klass * 2 + round1
+                # The sites its class may use at all this pass (health, backend, GPU model,
+                # allow-list, subsidy program, preference round: none changes within a pass).
+                sid = static_ids.get(klass)
+                if sid is None:
+                    usable = self._static_sites(req, round1)
+                    sid = static_ids[klass] = static_index.setdefault(usable, len(static_sets))
+                    if sid == len(static_sets):
+                        static_sets.append(usable)
+                cap = entry.cap * _STATIC_SETS_MAX + sid
+                skip = cap in cap_failed or shape in failed
+                if not skip and cap not in cap_ok:
+                    # (a) capacity first, at the sites it may use: tenant and budget cannot make room
+                    sizes = cap_failed_sizes.get((req.gpu_model, sid))
+                    if (sizes and any(dominates(entry.cap_size, s) for s in sizes)) or not any(
+                        site.capacity.fit(req.gpu_model, *entry.cap_size) >= req.replicas
+                        for site in static_sets[sid]
+                    ):
+                        cap_failed.add(cap)
+                        cap_failed_sizes.setdefault((req.gpu_model, sid), []).append(entry.cap_size)
+                        skip = True
+                    else:
+                        cap_ok.add(cap)
+                if not skip:
+                    # (b) a smaller shape of its class already failed (quota, budget, sites...)
+                    sizes = failed_sizes.get(klass)
+                    if sizes and any(dominates(entry.size, s) for s in sizes):
+                        failed[shape] = None
+                        skip = True
+                at = pos + k - start
+                if skip:
+                    skipped += 1
+                    preempting = req.priority in preempting_priorities and self._may_preempt(entry, preempt)
+                    if not preempting and (
+                        entry.waits < starve
+                        or all((site.name, req.gpu_model) in self._holds for site in sites)
+                    ):
+                        continue
                     hold_sites = failed.get(shape)
                     if hold_sites is None:  # not evaluated in this pass: ask, once per shape
                         hold_sites = self._decide(req, refuse=False, count=False).hold_sites
                         failed[shape] = hold_sites
                     if preempting:
+                        before = len(preempted)
                         done = self._preempt(entry, hold_sites, preempt, preempted)
+                        changed_shares(preempted[before:])
                         if done is not None:  # placed at once on GPUs its victims had reserved
                             placed.append(done)
-                            placed_ids.add(req.workload_id)
-                            last_place[req.gpu_model] = pos
-                            cap_ok.clear()
-                            if self._fair.enabled:
-                                shares[req.tenant] = self._share(req.tenant)
+                            took(req, at, ())
+                            if fair:
+                                end = k + 1
+                                fair_runs.cut(end)
+                                break
                             continue
                     if entry.waits >= starve:
                         self._hold(entry, hold_sites)
-                waiting.append((pos, entry))
-                continue
-            metrics.evaluated_in_passes += 1
-            out = self._decide(req, refuse=False, count=True, explain=False)
-            if isinstance(out.decision, Placed):
-                self._commit(req, out, entry.key)
-                placed.append(out.decision)
-                placed_ids.add(req.workload_id)
-                last_place[req.gpu_model] = pos
-                cap_ok.clear()  # capacity shrank: "fits somewhere" must be asked again
-                if self._fair.enabled:
-                    shares[req.tenant] = self._share(req.tenant)  # its next workload waits its turn
-                continue
-            entry.explanation, entry.failures = None, out.failures
-            failed[shape] = out.hold_sites
-            failed_sizes.setdefault(klass, []).append(entry.size)
-            if self._may_preempt(entry, preempt):
-                done = self._preempt(entry, out.hold_sites, preempt, preempted)
-                if done is not None:
-                    placed.append(done)
-                    placed_ids.add(req.workload_id)
-                    last_place[req.gpu_model] = pos
-                    cap_ok.clear()
-                    if self._fair.enabled:
-                        shares[req.tenant] = self._share(req.tenant)
                     continue
-            waiting.append((pos, entry))
-            if entry.waits >= starve:
-                self._hold(entry, out.hold_sites)
+                evaluated += 1
+                out = self._decide(req, refuse=False, count=True, explain=False)
+                if isinstance(out.decision, Placed):
+                    self._commit(req, out, entry.key)
+                    placed.append(out.decision)
+                    took(req, at, ())
+                    if fair:
+                        end = k + 1
+                        fair_runs.cut(end)
+                        break
+                    continue
+                entry.explanation, entry.failures, entry.stamp = None, out.failures, stamp
+                failed[shape] = out.hold_sites
+                failed_sizes.setdefault(klass, []).append(entry.size)
+                if self._may_preempt(entry, preempt):
+                    before = len(preempted)
+                    done = self._preempt(entry, out.hold_sites, preempt, preempted)
+                    changed_shares(preempted[before:])
+                    if done is not None:
+                        placed.append(done)
+                        took(req, at, ())
+                        if fair:
+                            end = k + 1
+                            fair_runs.cut(end)
+                            break
+                        continue
+                if entry.waits >= starve:
+                    self._hold(entry, out.hold_sites)
+            runs.append((pos, line, start, end))
+            pos += end - start
         self._queue.remove_many(placed_ids)
-        for pos, entry in waiting:
-            if last_place.get(entry.request.gpu_model, -1) > pos:
-                entry.waits += 1
+        self._count_overtaken(runs, last_place, placed_ids)
+        metrics.evaluated_in_passes += evaluated
+        metrics.skipped_by_shape += skipped
+        metrics.skipped_by_quota += by_quota
         metrics.decisions["placed"] += len(placed)
         metrics.preempted += len(preempted)
         return PassResult(tuple(placed), tuple(preempted))
+
+    @staticmethod
+    def _count_overtaken(
+        runs: Sequence[tuple[int, Sequence[Entry], int, int]], last_place: dict[str, int], placed: set[str]
+    ) -> None:
+        """Each workload the pass left waiting that later work of its GPU model overtook
+        (was placed after it in the pass's order) has waited one more pass."""
+        horizon = max(last_place.values(), default=-1)  # nothing at or after it was overtaken
+        for first, line, start, stop in runs:
+            if first >= horizon:
+                break  # runs come in order
+            for k in range(start, min(stop, start + horizon - first)):
+                entry = line[k]
+                req = entry.request
+                if last_place.get(req.gpu_model, -1) > first + k - start and req.workload_id not in placed:
+                    entry.waits += 1
 
     def _static_sites(self, req: Request, round1: bool) -> tuple[SiteView, ...]:
         """The sites a request's class may use at all in this pass (what only capacity,
@@ -720,15 +805,15 @@ class PlacementCore:
     def _plan(self, req: Request, hold_sites: Sequence[str], preempt: PassPreemptions) -> Plan | None:
         best: Plan | None = None
         now = self._ctx.now
+        preference = self._ctx.preference
+
+        def cost(alloc: Allocation) -> VictimCost:
+            prefer = preference(alloc.request)
+            return victim_cost(alloc, now, not prefer or alloc.site in prefer)
+
         allocations = self._ledger.allocations
         for name in hold_sites:  # in site-name order: ties go to the first
-            victims = []
-            for alloc in preempt.placed_at(allocations, name, req.gpu_model):
-                vreq = alloc.request
-                if vreq.priority >= req.priority:
-                    continue
-                prefer = self._ctx.preference(vreq)
-                victims.append(Victim(alloc, victim_cost(alloc, now, not prefer or name in prefer)))
+            victims = preempt.victims(allocations, name, req.gpu_model, req.priority, cost)
             if not victims:
                 continue
             plan = plan_at_site(name, self._sites[name].capacity, req, victims)
@@ -883,7 +968,7 @@ class PlacementCore:
     def _accrue(self) -> None:
         """Bring fair-share usage up to now, with what tenants held since it last was: call
         before what tenants hold changes, and before shares are read."""
-        if self._fair.enabled:
+        if self._fair.enabled and self._fair.behind(self._ctx.now):
             held = {t: self._ledger.held(t) for t, g in self._ledger.gpus_in_use.items() if g}
             self._fair.advance(self._ctx.now, held)
 
@@ -920,10 +1005,12 @@ class PlacementCore:
                 self._dirty = True
 
     def _hold_nominated(self) -> None:
-        """Re-hold what waiting preemptors were promised (dropped if its site went away)."""
+        """Re-hold what waiting preemptors were promised, until their wait is over."""
         for wid, nom in list(self._nominations.items()):
             entry = self._queue.get(wid)
-            if entry is None or not self._sites[nom.site].healthy:
+            if entry is None or not self._sites[nom.site].healthy or self._ctx.now >= nom.until:
+                # gone, its site gone, or waited long enough: it may look for victims again
+                # (dropped here too: a pass may skip it, e.g. on its tenant's quota)
                 del self._nominations[wid]
                 continue
             req = entry.request

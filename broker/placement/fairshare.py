@@ -20,11 +20,13 @@ order is plain first-come-first-served. The core passes time in as an argument.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from heapq import heapify, heappop, heappush
 
 from .model import FairSharePolicy
-from .queue import Entry
+from .queue import Entry, Lines, entry_key
+from .reservations import QueueKey
 
 Resources = tuple[float, float, float]  # GPUs, CPUs, memory GB
 
@@ -42,6 +44,11 @@ class FairShare:
 
     def weight(self, tenant: str) -> float:
         return self._weights.get(tenant, 1.0)
+
+    def behind(self, now: float) -> bool:
+        """Whether ``advance(now, ...)`` would change anything (the caller can skip
+        gathering what tenants hold)."""
+        return self._at is None or now > self._at
 
     def advance(self, now: float, held: Mapping[str, Resources]) -> None:
         """Let time pass to ``now``: decay past usage, accrue what each tenant held since."""
@@ -83,46 +90,97 @@ class FairShare:
         return dominant / self.weight(tenant)
 
 
-def fair_order(entries: Sequence[Entry], share: Callable[[str], float]) -> Iterator[Entry]:
-    """``entries`` (in queue order) re-ordered within each priority by tenant share.
+class FairOrder:
+    """The queue re-ordered within each priority by tenant share, given as *runs*:
+    ``(line, start, stop)``, the tenant's queued work ``line[start:stop]`` that comes
+    next, one after another (oldest first), until its share would change.
 
-    ``share`` is read again each time a tenant's next workload comes up, i.e. after the
-    caller has handled the previous one, so a placement it made counts at once.
-    Cost: one heap operation (over the tenants of that priority) per entry."""
-    n = len(entries)
-    i = 0
-    while i < n:
-        priority = entries[i].key[0]
-        by_tenant: dict[str, list[Entry]] = {}
-        j = i
-        while j < n and entries[j].key[0] == priority:
-            entry = entries[j]
-            by_tenant.setdefault(entry.request.tenant, []).append(entry)
-            j += 1
-        if len(by_tenant) == 1:
-            yield from entries[i:j]
-        else:
-            heap = [(share(t), es[0].key, t, 0) for t, es in by_tenant.items()]
-            heapify(heap)
-            while heap:
-                current, _, tenant, k = heappop(heap)
-                line = by_tenant[tenant]
-                size = len(line)
-                # The runner-up: this tenant's workloads come one after another until its
-                # share changes (a placement) or the runner-up's next workload is older on
-                # an equal share. Most are not placed, so this is one comparison each.
-                rival, rival_key = (heap[0][0], heap[0][1]) if heap else (math.inf, line[-1].key)
-                while True:
-                    yield line[k]
-                    k += 1
-                    if k == size:
-                        break
-                    now_share = share(tenant)
-                    if now_share != current:
-                        break
-                    if current < rival or (current == rival and line[k].key < rival_key):
-                        continue
-                    break
-                if k < size:
-                    heappush(heap, (share(tenant), line[k].key, tenant, k))
-        i = j
+    A run lasts while the tenant's share stays below the runner-up's (or equal, and its
+    next workload is older than the runner-up's); with shares unchanged that is known up
+    front (one bisection), so the order costs one heap step per run, not per entry. The
+    consumer reports a change while it goes:
+
+    - ``cut(k)``: it changed the run's tenant's share at ``line[k - 1]`` (a placement): the
+      rest of the line comes up again at the new share;
+    - ``reshare(tenant)``: another tenant's share changed (a preemption took its work
+      back): its remaining work of this priority is re-keyed at once.
+
+    ``share`` is read when a priority's tenants are first ranked and after each change.
+    With equal shares the order is plain first-come-first-served."""
+
+    def __init__(self, groups: Sequence[Lines], share: Callable[[str], float]) -> None:
+        self._groups = groups  # one per priority, highest first (``WorkQueue.groups``)
+        self._share = share
+        self._cut: int | None = None
+        self._current: str | None = None
+        # The priority being ordered: each tenant's next index and its heap key's version
+        self._lines: Lines = {}
+        self._next: dict[str, int] = {}
+        self._version: dict[str, int] = {}
+        self._heap: list[tuple[float, QueueKey, str, int, int]] = []
+
+    def cut(self, k: int) -> None:
+        self._cut = k
+
+    def reshare(self, tenant: str) -> None:
+        if tenant == self._current or tenant not in self._version:
+            return  # the running tenant is re-keyed when its run ends; others wait no more
+        k = self._next[tenant]
+        version = self._version[tenant] = self._version[tenant] + 1
+        heappush(self._heap, (self._share(tenant), self._lines[tenant][k].key, tenant, k, version))
+
+    def __iter__(self) -> Iterator[tuple[Sequence[Entry], int, int]]:
+        for lines in self._groups:
+            self._version = {}
+            if len(lines) == 1:
+                yield from self._alone(next(iter(lines.values())))
+            else:
+                yield from self._ranked(lines)
+
+    def _alone(self, line: list[Entry]) -> Iterator[tuple[Sequence[Entry], int, int]]:
+        """One tenant in this priority: its work in queue order, whatever its share."""
+        i, size = 0, len(line)
+        while i < size:
+            self._cut = None
+            yield line, i, size
+            i = size if self._cut is None else self._cut
+
+    def _ranked(self, lines: dict[str, list[Entry]]) -> Iterator[tuple[Sequence[Entry], int, int]]:
+        share = self._share
+        self._lines = lines
+        self._next = dict.fromkeys(lines, 0)
+        self._version = dict.fromkeys(lines, 0)
+        heap = self._heap = [(share(t), line[0].key, t, 0, 0) for t, line in lines.items()]
+        heapify(heap)
+        version = self._version
+        while heap:
+            current, _, tenant, k, v = heappop(heap)
+            if v != version.get(tenant):
+                continue  # re-keyed since
+            while heap and heap[0][4] != version.get(heap[0][2]):
+                heappop(heap)  # the runner-up must be a live key
+            line = lines[tenant]
+            size = len(line)
+            if not heap or current < heap[0][0]:
+                stop = size
+            else:  # an equal share: until the runner-up's next workload is older
+                stop = max(k + 1, bisect_left(line, heap[0][1], lo=k + 1, key=entry_key))
+            self._cut, self._current = None, tenant
+            yield line, k, stop
+            self._current = None
+            k = stop if self._cut is None else self._cut
+            if k < size:
+                self._next[tenant] = k
+                heappush(heap, (share(tenant), line[k].key, tenant, k, version[tenant]))
+            else:
+                del version[tenant]  # its line is done: nothing to re-key
+
+
+def fair_order(groups: Sequence[Lines], share: Callable[[str], float]) -> Iterator[Entry]:
+    """The fair order one workload at a time, each taken as if placed: ``share`` is read
+    again after every workload (``PlacementCore.queued_ids`` raises it by the workload's
+    size to show positions)."""
+    order = FairOrder(groups, share)
+    for line, start, _ in order:
+        yield line[start]
+        order.cut(start + 1)

@@ -13,6 +13,7 @@ placement; a filter only picks the wording of its reason from ``ctx.hypothetical
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -65,6 +66,12 @@ class FilterContext:
 
     def in_use(self, tenant: str) -> int:
         return 0 if self.hypothetical else self.ledger.gpus_in_use.get(tenant, 0)
+
+    def quota_room(self, tenant: str) -> float:
+        """GPUs the tenant's quota has left (inf: no quota). Tenant-wide: the quota filter
+        fails a request for more at every site alike, so a pass may skip such work."""
+        quota = self.ledger.policy(tenant).quota_gpus
+        return math.inf if quota is None else quota - self.in_use(tenant)
 
     def budget_left(self, tenant: str) -> float:
         if self.hypothetical:
@@ -154,10 +161,9 @@ class QuotaFilter:
         gpus = request.gpus_total
         if gpus > quota:  # more than the whole quota: no amount of waiting helps
             return R.QUOTA_NEVER.format(needed=gpus, quota=quota)
-        in_use = self._ctx.in_use(request.tenant)
-        if in_use + gpus <= quota:
+        if gpus <= self._ctx.quota_room(request.tenant):
             return None
-        return R.QUOTA_EXCEEDED.format(quota=quota, in_use=in_use)
+        return R.QUOTA_EXCEEDED.format(quota=quota, in_use=self._ctx.in_use(request.tenant))
 
 
 class SubsidyProgramFilter:

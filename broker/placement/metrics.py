@@ -17,4 +17,5 @@ class PlacementMetrics:
     passes_skipped: int = 0  # passes asked for with nothing changed since the last
     evaluated_in_passes: int = 0  # queued workloads fully evaluated by passes
     skipped_by_shape: int = 0  # queued workloads skipped because their shape already failed
+    skipped_by_quota: int = 0  # queued workloads skipped because their tenant's quota is short
     preempted: int = 0  # placed workloads taken back for higher-priority work

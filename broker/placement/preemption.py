@@ -22,7 +22,7 @@ spared), a heuristic rather than the optimum of that knapsack.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .capacity import _EPS, NodeSlot, SiteCapacity
@@ -32,7 +32,7 @@ from .reservations import Allocation
 VictimCost = tuple[float, int, float, int, str]  # GPU-hours lost, at home, -placed_at, -seq, id
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # identity: sets of victims are compared by who
 class Victim:
     allocation: Allocation
     cost: VictimCost
@@ -56,6 +56,7 @@ class PassPreemptions:
         self._tried: set[int] = set()
         self._failed: set[int] = set()
         self._index: dict[tuple[str, str], list[Allocation]] | None = None
+        self._ranked: dict[tuple[str, str], list[Victim]] = {}
 
     def may_try(self, shape: int) -> bool:
         if shape in self._failed:
@@ -67,14 +68,33 @@ class PassPreemptions:
         if not found:
             self._failed.add(shape)
 
-    def placed_at(self, allocations: Mapping[str, Allocation], site: str, model: str) -> list[Allocation]:
-        """Work placed at ``site`` on ``model`` GPUs (still placed: victims leave)."""
+    def victims(
+        self,
+        allocations: Mapping[str, Allocation],
+        site: str,
+        model: str,
+        below: int,
+        cost_of: Callable[[Allocation], VictimCost],
+    ) -> list[Victim]:
+        """Work placed at ``site`` on ``model`` GPUs with a priority below ``below``, still
+        placed (victims leave), cheapest first. Costed and sorted once per pass: the pass's
+        time does not move, so neither do the costs."""
         if self._index is None:
             self._index = {}
             for alloc in allocations.values():
                 self._index.setdefault((alloc.site, alloc.request.gpu_model), []).append(alloc)
-        found = self._index.get((site, model), [])
-        return [a for a in found if a.request.workload_id in allocations]
+        ranked = self._ranked.get((site, model))
+        if ranked is None:
+            found = self._index.get((site, model), [])
+            ranked = self._ranked[(site, model)] = sorted(
+                (Victim(a, cost_of(a)) for a in found), key=lambda v: v.cost
+            )
+        return [
+            v
+            for v in ranked
+            if v.allocation.request.priority < below
+            and allocations.get(v.allocation.request.workload_id) is v.allocation
+        ]
 
 
 def victim_cost(alloc: Allocation, now: float, at_home: bool) -> VictimCost:
@@ -103,13 +123,19 @@ def plan_at_site(
             by_node.setdefault(node, []).append(victim)
     # Cheapest first victim first; a node whose cheapest victim alone loses as much as the
     # best set so far cannot do better, nor can any node after it.
+    # A node whose victims, all gone, would not add the replicas the rest of the site lacks
+    # cannot do it alone (most nodes, for a gang): skipped without a greedy run.
+    probe = _WhatIf(capacity, request, base)
+    best_cost = _cost(best)
     for node in sorted(by_node, key=lambda n: (by_node[n][0].cost, n)):
-        if by_node[node][0].cost[0] >= _cost(best)[0]:
+        if by_node[node][0].cost[0] >= best_cost[0]:
             break
+        if base + probe.most_from(node) < request.replicas:
+            continue
         chosen = _greedy(capacity, request, base, by_node[node])
-        if chosen is not None and _cost(chosen) < _cost(best):
-            best = chosen
-    return Plan(site, tuple(v.allocation for v in best), _cost(best))
+        if chosen is not None and (cost := _cost(chosen)) < best_cost:
+            best, best_cost = chosen, cost
+    return Plan(site, tuple(v.allocation for v in best), best_cost)
 
 
 def _cost(victims: Sequence[Victim]) -> tuple[float, int]:
@@ -166,6 +192,8 @@ class _WhatIf:
         free = min(slot.allocatable, slot.free + int(gpus))
         k = free // self._g
         c, m = self._c, self._m
+        if c <= 0 and m <= 0:
+            return max(k, 0)
         if c > 0 and slot.cpus > 0:
             held = self._cap.cpus_held.get(slot.name, 0.0) - cpus
             k = min(k, int((slot.cpus - held) / c + _EPS))
@@ -174,9 +202,20 @@ class _WhatIf:
             k = min(k, int((slot.memory_gb - held) / m + _EPS))
         return max(k, 0)
 
+    def most_from(self, node: str) -> int:
+        """Replicas emptying ``node`` entirely would add (an upper bound on its victims')."""
+        slot = self._cap.nodes.get(node)
+        if slot is None:
+            return 0
+        held_c = self._cap.cpus_held.get(node, 0.0)
+        held_m = self._cap.memory_held.get(node, 0.0)
+        return self._slots(slot, slot.allocatable, held_c, held_m) - self._slots(slot, 0, 0.0, 0.0)
+
     def free(self, alloc: Allocation, sign: int) -> None:
         req = alloc.request
-        for node, count in Counter(alloc.nodes).items():
+        nodes = alloc.nodes
+        counts = Counter(nodes).items() if len(nodes) > 1 else ((nodes[0], 1),)
+        for node, count in counts:
             slot = self._cap.nodes.get(node)
             if slot is None:
                 continue  # a node the latest report no longer lists: nothing to free there

@@ -66,6 +66,7 @@ class Entry:
         "cap_size",
         "explanation",
         "failures",
+        "gpus",
         "key",
         "klass",
         "note",
@@ -73,6 +74,7 @@ class Entry:
         "request",
         "shape",
         "size",
+        "stamp",
         "waits",
     )
 
@@ -84,20 +86,31 @@ class Entry:
         self.size = size
         self.cap = cap  # interned (GPU model, gang size) id: the capacity part of the shape
         self.cap_size = size[:4]  # gpus/replica, replicas, cpus, memory
+        self.gpus = request.gpus_total
         self.waits = 0  # queue passes in which later work of its GPU model overtook it
         self.explanation: Explanation | None = None  # None: built on demand
         self.failures: list[list[tuple[str, str]]] | None = None  # the last pass's reasons
+        # The pass whose state ``explanation``/``failures`` describe (the core's pass count
+        # then): a later pass that skipped the entry made them stale without touching it.
+        self.stamp = -1
         self.note: str | None = None  # why it is back in the queue (a preemption), until placed
         self.overflow_at = math.inf  # end of its preferred sites' round (inf: no preference)
 
 
-def _key(entry: Entry) -> QueueKey:
+def entry_key(entry: Entry) -> QueueKey:
     return entry.key
 
 
+Lines = dict[str, list[Entry]]  # tenant -> its queued work of one priority, in queue order
+
+
 class WorkQueue:
+    """The queue in order, and the same entries as each tenant's line per priority (what
+    fair share orders), kept as they change so that a pass need not regroup 50,000."""
+
     def __init__(self) -> None:
         self._entries: list[Entry] = []  # sorted by key
+        self._lines: dict[int, Lines] = {}  # -priority -> tenant -> line, sorted by key
         self._by_id: dict[str, Entry] = {}
         self.tenants: Counter[str] = Counter()  # tenant -> queued workloads
 
@@ -111,33 +124,54 @@ class WorkQueue:
         return self._by_id.get(workload_id)
 
     def push(self, entry: Entry) -> None:
-        insort(self._entries, entry, key=_key)
+        insort(self._entries, entry, key=entry_key)
+        tenant = entry.request.tenant
+        insort(self._lines.setdefault(entry.key[0], {}).setdefault(tenant, []), entry, key=entry_key)
         self._by_id[entry.request.workload_id] = entry
-        self.tenants[entry.request.tenant] += 1
+        self.tenants[tenant] += 1
 
     def remove(self, workload_id: str) -> Entry | None:
         entry = self._by_id.pop(workload_id, None)
         if entry is not None:
-            i = bisect_left(self._entries, entry.key, key=_key)
-            del self._entries[i]
-            self._forget_tenant(entry.request.tenant)
+            _drop(self._entries, entry)
+            self._unline(entry)
         return entry
 
-    def _forget_tenant(self, tenant: str) -> None:
+    def _unline(self, entry: Entry) -> None:
+        tenant = entry.request.tenant
+        group = self._lines[entry.key[0]]
+        line = group[tenant]
+        _drop(line, entry)
+        if not line:
+            del group[tenant]
+            if not group:
+                del self._lines[entry.key[0]]
         self.tenants[tenant] -= 1
         if not self.tenants[tenant]:
             del self.tenants[tenant]
 
     def remove_many(self, workload_ids: set[str]) -> None:
-        """Drop several entries in one O(queue) sweep (after a pass placed them)."""
-        if not workload_ids:
+        """Drop several entries (after a pass placed them): one bisection each when they
+        are few against the queue, else one O(queue) sweep."""
+        gone = [e for e in map(self._by_id.pop, workload_ids, [None] * len(workload_ids)) if e is not None]
+        if not gone:
             return
-        for wid in workload_ids:
-            entry = self._by_id.pop(wid, None)
-            if entry is not None:
-                self._forget_tenant(entry.request.tenant)
-        self._entries = [e for e in self._entries if e.request.workload_id not in workload_ids]
+        for entry in gone:
+            self._unline(entry)
+        if len(gone) * 64 < len(self._entries):
+            for entry in gone:
+                _drop(self._entries, entry)
+        else:
+            self._entries = [e for e in self._entries if e.request.workload_id not in workload_ids]
 
     def entries(self) -> list[Entry]:
         """A snapshot, in queue order."""
         return list(self._entries)
+
+    def groups(self) -> list[Lines]:
+        """A snapshot of the tenants' lines, one mapping per priority, highest first."""
+        return [{tenant: list(line) for tenant, line in self._lines[p].items()} for p in sorted(self._lines)]
+
+
+def _drop(entries: list[Entry], entry: Entry) -> None:
+    del entries[bisect_left(entries, entry.key, key=entry_key)]

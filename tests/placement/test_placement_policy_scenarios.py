@@ -297,3 +297,35 @@ def test_same_shape_in_and_past_its_round_are_judged_apart_in_one_pass():
     assert c.explain("late").summary.endswith(
         "round 1 of 2: only cyberport until t=1,001,100s, then any site"
     )
+
+
+def test_a_preemption_lowers_the_victim_tenants_share_within_the_same_pass():
+    # cyberport: 3 nodes x 8. tiger holds 12 GPUs (8 on cp-0, 4 on cp-1), lion 4 (cp-1),
+    # wolf 8 on cp-2, half of which ends before the pass: 4 GPUs free there.
+    fed = federation(
+        site("cyberport"),
+        tenants=(TenantPolicy("lion"), TenantPolicy("tiger"), TenantPolicy("puma"), TenantPolicy("wolf")),
+        fair_share=FairSharePolicy(enabled=True),
+        preempting_priorities=frozenset({2}),
+    )
+    c = core(fed, {"cyberport": nodes("cp", 3)})
+    for wid, tenant, gpus in [("tiger-a", "tiger", 8), ("tiger-b", "tiger", 4), ("lion-a", "lion", 4)]:
+        assert isinstance(c.submit(req(wid, tenant=tenant, gpus_per_replica=gpus), now=T0), Placed)
+    for wid in ("wolf-a", "wolf-b"):
+        assert isinstance(c.submit(req(wid, tenant="wolf", gpus_per_replica=4), now=T0), Placed)
+    # Priority 2: puma's urgent gang fits nowhere (4 free) and preempts tiger-a (one victim
+    # frees a whole node); tiger's priority-2 work asks for GPUs no site has, so tiger's
+    # share is read (0.5) before the preemption lowers it to 4/24.
+    c.submit(req("urgent", tenant="puma", priority=2, seq=1), now=T0)
+    c.submit(req("tiger-x", tenant="tiger", gpu_model="A100", priority=2, seq=2), refuse=False, now=T0)
+    # Priority 1: tiger's and lion's 4-GPU jobs, room for one on cp-2 once wolf ends.
+    c.submit(req("tiger-p1", tenant="tiger", gpus_per_replica=4, priority=1, seq=10), now=T0)
+    c.submit(req("lion-p1", tenant="lion", gpus_per_replica=4, priority=1, seq=11), now=T0)
+    c.finish("wolf-a", now=T0)
+    result = c.schedule_pass(now=T0)
+    assert [p.workload_id for p in result.preempted] == ["tiger-a"]
+    # tiger and lion now hold 4 each: equal shares, so the older job goes first. With the
+    # share tiger had before the preemption (12/24) lion's would have.
+    assert [p.workload_id for p in result.placed] == ["urgent", "tiger-p1"]
+    assert c.fair_shares()["tiger"] == pytest.approx(8 / 24)
+    assert c.explain("lion-p1").summary.startswith("waiting: needs 1x4 H800 on single nodes")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from placement_fixtures import core, federation, nodes, reasons_by_site, req, site
 
-from broker.placement import Node, Placed, Queued, TenantPolicy
+from broker.placement import FairSharePolicy, Node, Placed, Queued, TenantPolicy
 
 
 def one_site(count=1, **kw):
@@ -59,17 +59,59 @@ def test_a_pass_skips_shapes_that_already_failed_without_scanning_nodes():
     assert expl.summary == "waiting: needs 4x8 H800 on single nodes; room for 2 of 4 at cyberport"
 
 
-def test_a_pass_skips_a_class_whose_smaller_shape_failed_on_quota():
-    fed = federation(site("cyberport"), tenants=[TenantPolicy("lion", quota_gpus=8)])
-    c = core(fed, {"cyberport": nodes("cp", 4)})
+def test_a_pass_skips_the_work_of_a_tenant_whose_quota_is_spent_without_evaluating_it():
+    fed = federation(
+        site("cyberport"),
+        tenants=[TenantPolicy("lion", quota_gpus=8), TenantPolicy("tiger")],
+        fair_share=FairSharePolicy(enabled=True),
+    )
+    c = core(fed, {"cyberport": nodes("cp", 2)})
     c.submit(req("running"))
+    c.submit(req("tiger-0", tenant="tiger"))  # the site is full
     for i in range(20):
         c.submit(req(f"q{i}", gpus_per_replica=4, seq=i + 1))
         c.submit(req(f"big{i}", gpus_per_replica=8, seq=100 + i))
-    assert c.schedule() == []
-    assert c.metrics.evaluated_in_passes == 1  # q0 fails on quota; the rest are skipped
-    assert c.metrics.skipped_by_shape == 39
-    assert c.explain("q0").summary == "waiting: tenant quota 8 GPUs: 8 in use at cyberport"
+    c.submit(req("tiger-1", tenant="tiger", seq=500))
+    c.finish("tiger-0")
+    assert [p.workload_id for p in c.schedule()] == ["tiger-1"]
+    assert c.metrics.evaluated_in_passes == 1  # tiger's; lion's 40 wait on its quota unread
+    assert c.metrics.skipped_by_quota == 40 and c.metrics.skipped_by_shape == 0
+    # the skipped still explain themselves truthfully, built on demand with their own numbers
+    quota = "waiting: tenant quota 8 GPUs: 8 in use at cyberport"
+    assert c.explain("q0").summary == f"{quota}; tenant lion fair share 0.500 (weight 1)"
+    assert c.explain("big7").summary == f"{quota}; tenant lion fair share 0.500 (weight 1)"
+
+
+def test_quota_room_skips_only_what_is_larger_than_it_and_moves_with_placements():
+    fed = federation(site("cyberport"), tenants=[TenantPolicy("lion", quota_gpus=12), TenantPolicy("tiger")])
+    c = core(fed, {"cyberport": nodes("cp", 2)})
+    c.submit(req("running"))  # 8 of 12: room for 4
+    c.submit(req("other", tenant="tiger"))  # the site is full
+    for i in range(5):
+        c.submit(req(f"big{i}", seq=i + 1))  # 8 GPUs: more than the room
+    for i in range(3):
+        c.submit(req(f"small{i}", gpus_per_replica=2, seq=10 + i))
+    c.finish("other")
+    placed = [p.workload_id for p in c.schedule()]
+    assert placed == ["small0", "small1"]  # then the room is 0: small2 waits on quota too
+    assert c.metrics.skipped_by_quota == 6
+    assert c.explain("small2").summary == "waiting: tenant quota 12 GPUs: 12 in use at cyberport"
+
+
+def test_a_pass_skips_a_class_whose_smaller_shape_failed_on_budget():
+    fed = federation(
+        site("cyberport", programs=["aiss"]), tenants=[TenantPolicy("lion", "aiss", budget_hkd=3000.0)]
+    )
+    c = core(fed, {"cyberport": nodes("cp", 8)})
+    for i in range(20):
+        c.submit(req(f"q{i}", gpus_per_replica=4, estimated_hours=12, subsidy="required", seq=i + 1))
+        c.submit(req(f"big{i}", estimated_hours=12, subsidy="required", seq=100 + i))
+    assert c.schedule(force=True) == []
+    # q0 and q1 took the budget at submit (HK$ 446 left); 38 wait. In the pass q2 fails on
+    # budget, and every other workload of its class is as large or larger: none is decided
+    assert c.metrics.evaluated_in_passes == 1
+    assert c.metrics.skipped_by_shape == 37
+    assert c.explain("big3").summary.startswith("waiting: subsidy budget HK$ ")
 
 
 def test_a_small_shape_still_fits_after_a_large_one_failed():
@@ -143,3 +185,25 @@ def test_inventory_growth_lets_queued_work_in():
     c.update_site("cyberport", nodes=grown)
     [p] = c.schedule()
     assert p.workload_id == "b" and p.nodes == ("cp-1", "cp-new")
+
+
+def test_fair_order_runs_end_at_a_cut_and_a_reshare_moves_a_tenant_up_at_once():
+    from broker.placement.fairshare import FairOrder
+    from broker.placement.queue import WorkQueue
+
+    c = one_site()
+    queue = WorkQueue()
+    for i, tenant in enumerate(["a", "a", "b", "b", "c", "c"]):
+        queue.push(c._entry(req(f"{tenant}{i}", tenant=tenant, seq=i), (0, i, i)))
+    shares = {"a": 0.1, "b": 0.5, "c": 0.3}
+    order = FairOrder(queue.groups(), shares.__getitem__)
+    seen = []
+    for line, start, stop in order:
+        ids = [e.request.workload_id for e in line[start:stop]]
+        seen.append(ids)
+        if ids[0] == "a0":  # a's first is "placed": a's share jumps; b's falls (a preemption)
+            shares["a"], shares["b"] = 0.9, 0.0
+            order.cut(start + 1)
+            order.reshare("b")
+    # offered: a's run (it took one); b before c at once (0.0 < 0.3); a last (0.9)
+    assert seen == [["a0", "a1"], ["b2", "b3"], ["c4", "c5"], ["a1"]]
