@@ -121,9 +121,10 @@ class LocalFederation:
             lambda: Client(endpoint, "", tls=self.client_tls).serving(service=service), 30, f"{name} to serve"
         )
 
-    def start_agent(self, site: str, token: str | None = None) -> None:
+    def start_agent(self, site: str, token: str | None = None, broker: str | None = None) -> None:
+        """Start a site's agent (to `broker`, an `a,b` list: every broker's endpoint unless given)."""
         data = yaml.safe_load(self.agent_configs[site].read_text())
-        data["broker"] = self.endpoints
+        data["broker"] = broker or self.endpoints
         if site in self.backends:
             data["backend"] = dict(self.backends[site])
         else:
