@@ -39,12 +39,18 @@ def sha256_hex(token: str) -> str:
 class Authenticator:
     def __init__(self, config: FederationConfig) -> None:
         self._by_digest: dict[str, Identity] = {}
+        self.reload(config)
+
+    def reload(self, config: FederationConfig) -> None:
+        """Tokens from a reloaded config (broker/engine/reload.py): swapped in one assignment."""
+        by_digest: dict[str, Identity] = {}
         for tenant in config.tenants:
-            self._by_digest[tenant.token_sha256] = Identity("tenant", tenant.name)
+            by_digest[tenant.token_sha256] = Identity("tenant", tenant.name)
         for operator in config.operators:
-            self._by_digest[operator.token_sha256] = Identity("operator", operator.name)
+            by_digest[operator.token_sha256] = Identity("operator", operator.name)
         for site in config.sites:
-            self._by_digest[site.agent_token_sha256] = Identity("agent", site.name)
+            by_digest[site.agent_token_sha256] = Identity("agent", site.name)
+        self._by_digest = by_digest
         self._sans = {s.name: s.agent_cert_san for s in config.sites if s.agent_cert_san}
         self._site_by_san = {san: name for name, san in self._sans.items()}
 

@@ -215,9 +215,26 @@ class Client:
         )
         return list(response.sites)  # type: ignore[attr-defined]
 
-    def usage(self) -> usage_service_pb2.GetUsageResponse:
-        request = usage_service_pb2.GetUsageRequest()
+    def usage(
+        self,
+        tenant: str = "",
+        site: str = "",
+        since: datetime | None = None,
+        until: datetime | None = None,
+        by: Iterable[str] = (),
+    ) -> usage_service_pb2.GetUsageResponse:
+        """Settled money summed by `by` (default tenant, program, site), with budgets and caps."""
+        request = usage_service_pb2.GetUsageRequest(tenant=tenant, site=site, by=list(by))
+        if since is not None:
+            request.since.FromDatetime(since)
+        if until is not None:
+            request.until.FromDatetime(until)
         return _call(self._usage.GetUsage, request, self._metadata, self._timeout)  # type: ignore[return-value]
+
+    def reload_config(self) -> operator_service_pb2.ReloadConfigResponse:
+        """Operators: the broker reads its federation file again (as on SIGHUP)."""
+        request = operator_service_pb2.ReloadConfigRequest()
+        return _call(self._operator.ReloadConfig, request, self._metadata, self._timeout)  # type: ignore[return-value]
 
     def set_placement_paused(self, paused: bool) -> bool:
         """Operators: stop (True) or restart (False) placement everywhere; returns the new setting."""

@@ -69,6 +69,9 @@ class TenantConfig(_Strict):
     quota_gpus: Annotated[int, Field(gt=0)] | None = None
     home_site: str | None = None  # its work waits overflow_after_s for this site first
     fair_share_weight: PositiveFloat = 1.0  # entitled to weight / sum of weights
+    # What the tenant itself may pay per calendar month (UTC), HK$: settled plus held for its
+    # placed work (broker/ledger.py); a workload whose estimate would cross it is refused.
+    max_hkd_per_month: PositiveFloat | None = None
 
 
 class FairShare(_Strict):

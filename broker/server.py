@@ -6,6 +6,8 @@ import asyncio
 import logging
 import signal
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 from fedbroker.v1 import (
@@ -76,6 +78,7 @@ async def serve(
     lease_ttl_s: float = 3.0,
     advertise: str | None = None,
     tls: ServerTls | None = None,
+    config_path: Path | None = None,
 ) -> None:
     """Run until SIGINT or SIGTERM, then stop gracefully. `metrics_enabled`: a MeterProvider is
     installed. The broker schedules while it holds the database's lease (`lease_ttl_s`), else
@@ -101,6 +104,8 @@ async def serve(
         raise ServeError(f"cannot read the database {store.engine.url!r}: {why}") from None
     tune_gc()
     auth = Authenticator(config)
+    engine.config_path = config_path  # SIGHUP and `fedbroker config reload` read it again
+    engine.config_listeners.append(auth.reload)
     # gRPC sets SO_REUSEPORT by default, which lets a second broker bind the same port
     # and split the clients between the two; a taken port must be an error instead.
     server = grpc.aio.server(
@@ -153,6 +158,7 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     if reloader is not None:
         loop.add_signal_handler(signal.SIGHUP, reloader.request_reload)
+    reload_on_hangup(loop, engine, reloader.request_reload if reloader is not None else None)
     await stop.wait()
     log.info("stopping")
     health_task.cancel()
@@ -161,6 +167,23 @@ async def serve(
     await engine.stop()  # ends the agent streams, so the grace period is not waited out
     await server.stop(grace=2)
     store.close()
+
+
+def reload_on_hangup(
+    loop: asyncio.AbstractEventLoop, engine: Engine, also: Callable[[], None] | None
+) -> None:
+    """SIGHUP: the federation file is read again (broker/engine/reload.py), and `also` runs
+    (the TLS certificate's re-read)."""
+    pending: set[asyncio.Task[object]] = set()
+
+    def hangup() -> None:
+        if also is not None:
+            also()
+        task = asyncio.ensure_future(engine.reload_config("SIGHUP"))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
 
 
 def observers(

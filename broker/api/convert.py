@@ -99,6 +99,27 @@ def explanation(data: dict[str, Any]) -> types_pb2.Explanation:
     return message
 
 
+def site_quote(q: dict[str, Any]) -> workload_service_pb2.SiteQuote:
+    """A dry run's estimate at one site (broker/engine/money.py); decimals as doubles of cents."""
+    message = workload_service_pb2.SiteQuote(
+        site=q["site"],
+        eligible=q["eligible"],
+        reasons=q["reasons"],
+        gpu_model=q["gpu_model"],
+        gpu_hours=float(q["gpu_hours"]),
+        price_hkd_per_gpu_hour=float(q["price_hkd_per_gpu_hour"]),
+        total_hkd=float(q["total_hkd"]),
+        program_hkd=float(q["program_hkd"]),
+        tenant_hkd=float(q["tenant_hkd"]),
+        program=q["program"],
+    )
+    if q["budget_left_after_hkd"] is not None:
+        message.budget_left_after_hkd = float(q["budget_left_after_hkd"])
+    if q["cap_left_after_hkd"] is not None:
+        message.cap_left_after_hkd = float(q["cap_left_after_hkd"])
+    return message
+
+
 def site(status: SiteStatus) -> site_service_pb2.Site:
     usage = status.usage
     total = usage.gpus_total

@@ -26,3 +26,15 @@ class OperatorService(operator_service_pb2_grpc.OperatorServiceServicer):
             raise PermissionDenied(f"{who} cannot pause or resume placement; use an operator token")
         paused = await self.engine.call(c.SetPaused(request.paused, str(who)))
         return operator_service_pb2.PlacementStatus(paused=paused)
+
+    @unary
+    async def ReloadConfig(
+        self, request: operator_service_pb2.ReloadConfigRequest, context: grpc.aio.ServicerContext
+    ) -> operator_service_pb2.ReloadConfigResponse:
+        who = self.auth.identify(context.invocation_metadata())
+        if who.role != "operator":
+            raise PermissionDenied(f"{who} cannot reload the config; use an operator token")
+        result = await self.engine.reload_config(str(who))
+        return operator_service_pb2.ReloadConfigResponse(
+            reloaded=result.reloaded, path=result.path, problems=result.problems, changes=result.changes
+        )

@@ -50,11 +50,13 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
         await self.limiter.take_or_wait(who.name)  # a dry run too: it costs a placement evaluation
         spec = spec_from_proto(request.spec)
         if request.dry_run:
-            explanation = self.engine.evaluate(who.name, spec)
+            explanation, quotes = self.engine.quote(who.name, spec)
             parts = workload_views.with_score_parts(
                 convert.explanation(explanation), self.engine.config.weights, spec.estimated_hours
             )
-            return workload_service_pb2.SubmitResponse(explanation=parts)
+            return workload_service_pb2.SubmitResponse(
+                explanation=parts, quotes=[convert.site_quote(q) for q in quotes]
+            )
         # The canonical wire form (defaults filled in) goes to the agents with each assignment.
         wire = spec_to_proto(spec)
         spec_wire = wire.SerializeToString()

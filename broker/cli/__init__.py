@@ -15,9 +15,10 @@ from broker.cli.db import db
 from broker.cli.demo import demo
 from broker.cli.describe import describe
 from broker.cli.logs import logs
+from broker.cli.money import config_reload, quote, usage
 from broker.cli.simulate import simulate
 from broker.cli.validate import validate
-from broker.cli.workloads import cancel, explain, get, list_, pause, resume, sites, submit, usage, watch
+from broker.cli.workloads import cancel, explain, get, list_, pause, resume, sites, submit, watch
 from broker.config import load_federation
 from broker.listen import parse_listen
 from broker.observability.cli_options import log_format_option, metrics_listen_option, setup_telemetry
@@ -126,6 +127,7 @@ def serve(
                 lease_ttl_s=lease_ttl_s,
                 advertise=advertise,
                 tls=tls,
+                config_path=config_path,
             )
         )
     except ServeError as error:
@@ -161,6 +163,8 @@ def _add_agent_command() -> None:
 
 for _command in (submit, get, list_, cancel, watch, explain, sites, usage, pause, resume, demo, simulate):
     cli.add_command(_command)
+cli.add_command(quote)
+config.add_command(config_reload)
 for _command in (describe, validate, context, completion):
     cli.add_command(_command)
 cli.add_command(logs)

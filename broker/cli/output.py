@@ -35,15 +35,11 @@ def event_json(e: workload_service_pb2.WorkloadEvent) -> dict[str, Any]:
 
 
 def usage_json(r: Any) -> dict[str, Any]:
-    row = models.UsageRow(
-        r.tenant, r.program or None, r.site, r.gpu_hours, r.cost_hkd, r.tenant_hkd, r.program_hkd
-    )
-    return row.to_json()
+    return models.UsageRow.from_proto(r).to_json()
 
 
 def budget_json(b: Any) -> dict[str, Any]:
-    keys = ("budget_hkd", "spent_hkd", "reserved_hkd", "left_hkd")
-    return {"tenant": b.tenant, "program": b.program, **{k: round(getattr(b, k), 2) for k in keys}}
+    return models.Budget.from_proto(b).to_json()
 
 
 def emit_json(data: Any) -> None:

@@ -1,4 +1,4 @@
-"""The client commands: submit, get, list, cancel, watch, explain, sites, usage, pause, resume."""
+"""The client commands: submit, get, list, cancel, watch, explain, sites, pause, resume."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from broker import lifecycle
 from broker.cli import humane, output
 from broker.cli.common import client_options, output_format, sdk
 from broker.cli.errors import REFUSED, TIMED_OUT, fail
+from broker.cli.money import quote_text
 from broker.cli.progress import StatusLine
 from broker.client import Client
 from broker.sdk import workloads as specs
 from broker.sdk.errors import WaitTimeout
+from broker.sdk.models import Quote
 
 WORKLOAD_COLUMNS = ["id", "name", "tenant", "state", "site", "gpus", "age", "runtime", "message"]
 WIDE_COLUMNS = ["id", "name", "tenant", "state", "site", "attempt", "gpus", "age", "runtime"]
@@ -52,10 +54,12 @@ def submit(client: Client, as_json: bool, path: str, dry_run: bool) -> None:
     response = client.submit(spec, dry_run=dry_run)
     explanation = output.explanation_json(response.explanation)
     if dry_run:
-        if as_json:
-            output.emit_json(explanation)
+        quote = Quote.from_proto(response)
+        if as_json:  # the explanation's keys, and each site's price (fedbroker quote)
+            output.emit_json({**explanation, "quotes": [q.to_json() for q in quote.sites]})
         else:
             click.echo("dry run: nothing was queued\n" + output.explanation_text(explanation))
+            click.echo("\nwhat it would cost (HK$):\n" + quote_text(quote))
         if explanation["summary"].startswith("refused"):
             from broker.engine.state import refusal_message  # the real submit's words, exactly
 
@@ -232,22 +236,6 @@ def sites(client: Client, as_json: bool, follow: bool, interval: float) -> None:
 def _without_heartbeat_age(row: dict[str, object]) -> dict[str, object]:
     """A site's state: its heartbeat's age grows between any two looks, so it is no change."""
     return {k: v for k, v in row.items() if k != "heartbeat_age_s"}
-
-
-@click.command()
-@client_options
-def usage(client: Client, as_json: bool) -> None:
-    """HK$ per tenant, program and site: the total, what the tenant paid, what the program paid."""
-    response = client.usage()
-    rows = [output.usage_json(r) for r in response.rows]
-    budgets = [output.budget_json(b) for b in response.budgets]
-    if as_json:
-        output.emit_json({"usage": rows, "budgets": budgets})
-        return
-    columns = ["tenant", "program", "site", "gpu_hours", "total_hkd", "tenant_hkd", "program_hkd"]
-    click.echo(output.table(rows, columns) if rows else "no charges yet")
-    if budgets:
-        click.echo("\n" + output.table(budgets, list(budgets[0])))
 
 
 @click.command()

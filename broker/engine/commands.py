@@ -56,6 +56,15 @@ class Cancel:
 
 
 @dataclass(frozen=True, slots=True)
+class Reload:
+    """Use this (validated) federation config from the end of the cycle that takes it."""
+
+    config: object  # a broker.config.FederationConfig
+    path: str
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
 class SetPaused:
     paused: bool
     by: str
@@ -102,4 +111,4 @@ class Tick:
     """Time passed: check heartbeats, requeue stranded work."""
 
 
-Command = Submit | Cancel | SetPaused | Hello | Report | Update | Ack | Gone | Tick
+Command = Submit | Cancel | SetPaused | Reload | Hello | Report | Update | Ack | Gone | Tick

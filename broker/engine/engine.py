@@ -26,20 +26,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from opentelemetry import trace
 from sqlalchemy.engine import Connection
 
 from broker import ledger, telemetry
-from broker.config import FederationConfig
+from broker.config import FederationConfig, load_federation
 from broker.engine import commands as c
 from broker.engine import liveview
+from broker.engine import reload as reloading
 from broker.engine.clock import AttentiveClock
 from broker.engine.links import AgentSession, SiteLink
 from broker.engine.liveview import one_match
@@ -56,6 +59,7 @@ from broker.spec import WorkloadSpec
 from broker.store import Store, lookups, reads
 from broker.store.lease import Lease, LeaseLost
 from broker.store.writer import StoreWriter
+from broker.validation import InvalidInput
 from broker.watch import WatchHub
 
 log = logging.getLogger("fedbroker.engine")
@@ -112,6 +116,8 @@ class Engine:
         self._state: BrokerState | None = None
         self.cycles = 0
         self.observer: CycleObserver = NoObserver()  # metrics and logs of each committed cycle
+        self.config_path: Path | None = None  # the federation file a reload reads again
+        self.config_listeners: list[Callable[[FederationConfig], None]] = []  # told of a reload
 
     @property
     def state(self) -> BrokerState:
@@ -225,15 +231,13 @@ class Engine:
     async def _refresh_view(self) -> None:
         """On standby: a read-only state rebuilt from the database, for sites, explain and usage."""
         try:
-            stored, spent = await self.read(
-                lambda conn: (reads.for_recovery(conn), ledger.spent_by_tenant(conn))
-            )
+            stored, book = await self.read(lambda conn: (reads.for_recovery(conn), ledger.Book.load(conn)))
         except Exception as error:
             log.error("cannot read the database for the standby's view: %s", _short(error))
             return
         links = self._new_links()
         view, _ = rebuild(
-            stored, spent, self.config, links, broker_id=self.broker_id, wall=self.wall, clock=self.clock
+            stored, book, self.config, links, broker_id=self.broker_id, wall=self.wall, clock=self.clock
         )
         if self._state is not None:
             view.core.metrics = self._state.core.metrics
@@ -359,12 +363,59 @@ class Engine:
             raise NotFound(f"no decision recorded for workload {record.id}")
         return liveview.explained_now(decision, record, self.live_status([record]).get(record.id))
 
-    async def usage(self, tenant: str | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Settled charges by (tenant, program, site), and each visible tenant's budget."""
-        rows, spent = await self.read(
-            lambda conn: (ledger.usage_rows(conn, tenant), ledger.spent_by_tenant(conn))
-        )
-        return rows, ledger.budgets(self.config, spent, self.state.core.budget_left, tenant)
+    async def usage(
+        self, tenant: str | None, query: ledger.UsageQuery | None = None
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Settlements summed as `query` asks, and the budgets and caps; `tenant`: only its own."""
+        query = query or ledger.UsageQuery()
+        if tenant is not None:
+            query = dataclasses.replace(query, tenant=tenant)
+        wanted = query
+        rows = await self.read(lambda conn: ledger.usage(conn, wanted))
+        tenant = tenant or query.tenant
+        return rows, ledger.budgets(self.config, self.state.money.book, tenant, self.wall())
+
+    def quote(self, tenant: str, spec: WorkloadSpec) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """A dry run's decision, and what the workload would cost at each site (before submit)."""
+        explanation = self.evaluate(tenant, spec)
+        return explanation, self.state.quotes(tenant, spec, explanation)
+
+    async def reload_config(self, by: str) -> reloading.ReloadResult:
+        """Read the federation file again and use it from the next cycle (SIGHUP, `config reload`).
+        A file that fails validation keeps the old config; the log and the result say why."""
+        path = str(self.config_path) if self.config_path is not None else ""
+        if self.config_path is None:
+            return reloading.ReloadResult(False, path, ["this broker was started without a config file"])
+        try:
+            config = await asyncio.to_thread(load_federation, self.config_path)
+        except InvalidInput as error:
+            log.error("config reload by %s refused, the old config stays: %s", by, error)
+            return reloading.ReloadResult(False, path, list(error.problems) or [str(error)])
+        if not self.active:  # a standby: its view and its tokens follow the file too
+            changed = reloading.changes(self.config, config)
+            await self._use_config(config)
+            return reloading.ReloadResult(True, path, [], changed)
+        result: reloading.ReloadResult = await self.call(c.Reload(config, path, by))
+        if not result.reloaded:
+            log.error("config reload by %s refused, the old config stays: %s", by, "; ".join(result.problems))
+        return result
+
+    async def _use_config(self, config: FederationConfig) -> None:
+        """Swap the config, then rebuild memory from the database under it (reservations keep
+        their placed price: it is in their rows)."""
+        self.config = config
+        for site in config.sites:
+            self.links.setdefault(site.name, SiteLink(site.name, heard_at=self.clock.now()))
+        for name in [n for n in self.links if config.site(n) is None]:
+            removed = self.links.pop(name)  # no work there (engine/reload.py checked)
+            if removed.session is not None:
+                removed.session.close()
+        if self.active:
+            await self._rebuild()
+        else:
+            await self._refresh_view()
+        for listener in self.config_listeners:
+            listener(config)
 
     def sites(self) -> list[SiteStatus]:
         now = self.clock.now()
@@ -462,6 +513,9 @@ class Engine:
         persist_s = time.perf_counter() - decided if rows else 0.0
         # 4. apply
         state.forget(tx.ended)
+        state.money.committed(tx)  # the ledger's cache takes only committed rows
+        if tx.reload is not None:
+            await self._use_config(tx.reload)  # between cycles: the next one runs under it
         # 5. publish
         span = tracer.start_span(
             "fedbroker.cycle.publish", _NO_TRACE, attributes={"fedbroker.messages": len(tx.messages)}
@@ -485,7 +539,7 @@ class Engine:
             "fedbroker.rows.updated": len(rows.updated),
             "fedbroker.rows.events": len(rows.events),
             "fedbroker.rows.decisions": len(rows.decisions),
-            "fedbroker.rows.charges": len(rows.charges),
+            "fedbroker.rows.ledger": len(rows.ledger),
             "fedbroker.rows.sites": len(rows.sites),
         }
 
@@ -510,6 +564,8 @@ class Engine:
                 return state.sweep(tx)
             case c.SetPaused():
                 return state.set_paused(tx, command)
+            case c.Reload():
+                return state.reload(tx, command)
         raise TypeError(f"unknown command {command!r}")
 
     async def _recover(
@@ -540,12 +596,12 @@ class Engine:
         delay = 0.2
         while True:
             try:
-                stored, spent = await self.read(
-                    lambda conn: (reads.for_recovery(conn), ledger.spent_by_tenant(conn))
+                stored, book = await self.read(
+                    lambda conn: (reads.for_recovery(conn), ledger.Book.load(conn))
                 )
                 state, tx = rebuild(
                     stored,
-                    spent,
+                    book,
                     self.config,
                     self.links,
                     broker_id=self.broker_id,
@@ -556,6 +612,7 @@ class Engine:
                 rows = tx.rows()
                 if rows:
                     await self.writer.commit(rows)
+                state.money.committed(tx)
             except Exception as error:
                 if self._state is None or fresh:
                     raise  # at start: the caller reports it

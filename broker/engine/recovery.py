@@ -2,7 +2,9 @@
 
 The stored rows are the truth. Sites get their last stored snapshot (and the workloads it
 showed running, whose GPUs are already counted as allocated); placed and running
-workloads take back their reservations where they are; queued ones go back in the queue
+workloads take back their reservations where they are, each with the money its ledger row
+holds (not priced again: a restart never moves a reservation from one workload to another);
+an attempt placed before the ledger existed is reserved now; queued ones go back in the queue
 in their order (never refused again: the broker that queued them judged them able to fit
 some day). A row that cannot be restored (a spec that no longer validates, nodes that do
 not match its replicas, a site no longer configured) is *quarantined*: it is marked
@@ -24,6 +26,7 @@ from broker.engine.records import Event, LiveWorkload
 from broker.engine.state import BrokerState
 from broker.engine.tx import Tx
 from broker.federation import placement_federation, placement_request
+from broker.ledger import Book
 from broker.lifecycle import ACTIVE, FAILED
 from broker.spec import parse_spec
 from broker.store import reads
@@ -34,7 +37,7 @@ log = logging.getLogger("fedbroker.recovery")
 
 def rebuild(
     stored: Stored,
-    spent: dict[str, float],
+    book: Book,
     config: FederationConfig,
     links: dict[str, SiteLink],
     *,
@@ -44,6 +47,7 @@ def rebuild(
     healthy: frozenset[str] = frozenset(),
 ) -> tuple[BrokerState, Tx]:
     """A new state from `stored`; the Tx holds the quarantine updates, to commit before anything else."""
+    spent = {tenant: float(b.spent_program) for tenant, b in book.balances.items()}
     core = placement.PlacementCore(
         placement_federation(config, spent), format_time=iso, preemption_wait_s=config.preemption_wait_s
     )
@@ -56,6 +60,7 @@ def rebuild(
         clock=clock,
         next_seq=stored.next_seq,
         next_event=stored.next_event,
+        book=book,
     )
     tx = Tx()
     core.set_paused(bool(stored.settings.get("paused")))
@@ -77,11 +82,12 @@ def rebuild(
     restored = quarantined = 0
     for row in stored.unfinished:
         try:
-            _restore(state, row)
+            _restore(state, tx, row)
             restored += 1
         except Exception as error:  # one bad row must not keep the broker from starting
             _quarantine(state, tx, row, error)
             quarantined += 1
+    _release_orphans(state, tx)
     if restored:
         log.info("recovered %d unfinished workloads from the store", restored)
     if quarantined:
@@ -89,7 +95,7 @@ def rebuild(
     return state, tx
 
 
-def _restore(state: BrokerState, row: Any) -> None:
+def _restore(state: BrokerState, tx: Tx, row: Any) -> None:
     spec = parse_spec(row.spec, f"stored workload {row.id}")
     # Its overflow clock runs from its submission, across restarts.
     request = placement_request(row.id, row.tenant, spec, row.seq, submitted_at=row.created_at)
@@ -97,12 +103,46 @@ def _restore(state: BrokerState, row: Any) -> None:
     if row.state in ACTIVE:
         if row.site not in state.links:
             raise ValueError(f"site {row.site!r} is not configured")
-        state.core.restore(request, row.site, row.nodes, placed_at=row.started_at or row.updated_at)
+        held = state.money.book.open.get(row.id)
+        if held is not None and held.attempt == row.attempt and held.site == row.site:
+            when = row.started_at or row.updated_at
+            state.core.restore(
+                request, row.site, row.nodes, placed_at=when, program_hkd=float(held.program_hkd)
+            )
+        else:  # placed before the ledger existed: priced now, and its reservation written
+            state.core.restore(request, row.site, row.nodes, placed_at=row.started_at or row.updated_at)
+            state.money.reserve(
+                tx,
+                workload_id=row.id,
+                attempt=row.attempt,
+                tenant=row.tenant,
+                site=row.site,
+                gpu_model=request.gpu_model,
+                gpus=request.gpus_total,
+                hours=request.estimated_hours,
+                subsidised=bool(state.core.subsidy_held(row.id)),
+                at=state.wall(),
+            )
     elif row.retry_at is not None:
         state.backing_off[row.id] = workload  # it waits out its backoff, as before the restart
     else:
         state.core.submit(request, refuse=False)
     state.live[row.id] = workload
+
+
+def _release_orphans(state: BrokerState, tx: Tx) -> None:
+    """A reservation whose attempt no longer holds a placement (its workload ended, was
+    quarantined or moved on without its closing row) is released, so no budget stays held."""
+    for workload_id, held in list(state.money.book.open.items()):
+        workload = state.live.get(workload_id)
+        if workload is not None and workload.attempt == held.attempt and workload.state in ACTIVE:
+            continue
+        log.error(
+            "released the reservation of %s attempt %d: it holds no placement", workload_id, held.attempt
+        )
+        state.money.close(
+            tx, workload_id, held.attempt, None, state.wall(), "released at recovery: no placement"
+        )
 
 
 def _quarantine(state: BrokerState, tx: Tx, row: Any, error: Exception) -> None:

@@ -29,17 +29,20 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from broker import ledger, lifecycle, placement, telemetry
+from broker import lifecycle, placement, telemetry
 from broker.config import FederationConfig
 from broker.engine import commands as c
 from broker.engine import infra
+from broker.engine import reload as reloading
 from broker.engine.clock import AttentiveClock
 from broker.engine.links import AgentSession, SiteLink
 from broker.engine.lost import release_lost_attempt
+from broker.engine.money import Cashier
 from broker.engine.records import Assign, CancelAttempt, Event, LiveWorkload, Welcome, WorkloadRecord
 from broker.engine.tx import Tx
 from broker.errors import FailedPrecondition, InvalidArgument
 from broker.federation import check_references, placement_request
+from broker.ledger import SETTLE, Book
 from broker.lifecycle import ACTIVE, CANCELLED, FAILED, PLACED, QUEUED, RUNNING, SUCCEEDED, TERMINAL
 
 log = logging.getLogger("fedbroker.broker")
@@ -61,8 +64,10 @@ class BrokerState:
         clock: AttentiveClock,
         next_seq: int,
         next_event: int,
+        book: Book | None = None,
     ) -> None:
         self.config = config
+        self.money = Cashier(config, book or Book())  # the ledger's rows (broker/engine/money.py)
         self.core = core
         self.links = links
         self.broker_id = broker_id
@@ -80,6 +85,9 @@ class BrokerState:
         problems = check_references(self.config, cmd.spec)
         if problems:
             raise InvalidArgument("spec: " + "; ".join(problems))
+        capped = self._over_cap(cmd.tenant, cmd.spec)
+        if capped is not None:
+            raise FailedPrecondition(capped)
         wid = new_workload_id()
         request = placement_request(wid, cmd.tenant, cmd.spec, self.next_seq, submitted_at=self.wall())
         decision = self.core.submit(request, now=request.submitted_at)
@@ -134,7 +142,7 @@ class BrokerState:
             raise FailedPrecondition(f"workload {cmd.workload_id} has already ended")
         was_at = workload.site if workload.state in ACTIVE else None
         reason = f"cancelled by {cmd.by}"
-        self._settle(tx, workload)
+        self._settle(tx, workload, reason)
         self.core.cancel(workload.id)
         self.backing_off.pop(workload.id, None)
         self._transition(tx, workload, CANCELLED, reason)
@@ -142,6 +150,42 @@ class BrokerState:
             tx.send(was_at, CancelAttempt(workload.id, workload.attempt, reason))
         log.info("%s cancelled by %s", workload.id, cmd.by)
         return workload.record()
+
+    def quotes(self, tenant: str, spec: Any, explanation: dict[str, Any]) -> list[dict[str, Any]]:
+        """What the workload would cost at each site that prices its GPU model, and who would pay."""
+        r = spec.resources
+        eligible = {c["site"]: (c["eligible"], c["reasons"]) for c in explanation["candidates"]}
+        return self.money.quotes(
+            tenant,
+            [s for s in self.config.sites if r.gpu_model in s.gpu_prices_hkd_per_hour],
+            gpu_model=r.gpu_model,
+            gpus=r.gpus_per_replica * r.replicas,
+            hours=spec.estimated_hours,
+            subsidy=spec.subsidy,
+            eligible=eligible,
+            now=self.wall(),
+        )
+
+    def _over_cap(self, tenant: str, spec: Any) -> str | None:
+        """The tenant's monthly spend cap, checked at submit against the cheapest site's estimate."""
+        if next((t for t in self.config.tenants if t.name == tenant and t.max_hkd_per_month), None) is None:
+            return None
+        quotes = self.quotes(tenant, spec, {"candidates": []})
+        if not quotes:
+            return None
+        return self.money.over_cap(tenant, min(q["tenant_hkd"] for q in quotes), self.wall())
+
+    def reload(self, tx: Tx, cmd: c.Reload) -> reloading.ReloadResult:
+        """Check a new config against the running work; the engine swaps it after the commit."""
+        new = cmd.config
+        assert isinstance(new, FederationConfig)
+        problems = reloading.blockers(new, self.live.values())
+        if problems:
+            return reloading.ReloadResult(False, cmd.path, problems)
+        tx.reload = new
+        changed = reloading.changes(self.config, new)
+        log.warning("config reloaded from %s by %s: %s", cmd.path, cmd.by, "; ".join(changed) or "no change")
+        return reloading.ReloadResult(True, cmd.path, [], changed)
 
     def set_paused(self, tx: Tx, cmd: c.SetPaused) -> bool:
         if self.core.paused != cmd.paused:
@@ -203,6 +247,7 @@ class BrokerState:
         if link is None or cmd.seq <= link.report_seq:
             return  # older than what we have: reports may cross a reconnect
         link.report_seq = cmd.seq
+        last_report, link.reported_wall = link.reported_wall, self.wall()
         self._healthy(link)
         inventory = cmd.inventory
         if inventory is link.last_inventory and link.settled:
@@ -220,7 +265,7 @@ class BrokerState:
                 running.append(workload.id)  # its GPUs now show as allocated on the nodes
         if link.awaiting_first_report:
             link.awaiting_first_report = False
-            self._requeue_lost(tx, link.name, seen)
+            self._requeue_lost(tx, link.name, seen, last_report)
         self.core.update_site(link.name, nodes=inventory.nodes, datasets=inventory.datasets, running=running)
         snapshot = (inventory.nodes, inventory.datasets, frozenset(running))
         if snapshot != link.stored:  # most heartbeats repeat the last snapshot: no write for those
@@ -272,7 +317,9 @@ class BrokerState:
                     gone_for = now - link.unhealthy_since
                     lost_nodes = workload.nodes
                     what = f"site {link.name} unavailable for {gone_for:.0f}s"
-                    self._retry_or_fail(tx, workload, what, infra.SITE_UNAVAILABLE)
+                    # billed until the site was last heard from, not through the grace
+                    until = link.reported_wall if link.reported_wall is not None else workload.started_at
+                    self._retry_or_fail(tx, workload, what, infra.SITE_UNAVAILABLE, until=until)
                     gpus = workload.request.gpus_per_replica
                     release_lost_attempt(self.core, tx, link, workload.id, lost_nodes, gpus)
         self._release_due(tx)
@@ -319,13 +366,13 @@ class BrokerState:
             workload.started_at = self.wall()
             self._transition(tx, workload, RUNNING, message)
         elif state == SUCCEEDED:
-            self._settle(tx, workload)
+            self._settle(tx, workload, "succeeded")
             self.core.finish(workload.id)
             self._transition(tx, workload, SUCCEEDED, message, item.reason)
         elif state == FAILED:
             self._attempt_failed(tx, workload, item.reason, message)
         elif state == CANCELLED:
-            self._settle(tx, workload)
+            self._settle(tx, workload, "cancelled at the site")
             self.core.finish(workload.id)
             self._transition(tx, workload, CANCELLED, f"cancelled at the site: {message}", item.reason)
         return workload, False
@@ -339,7 +386,7 @@ class BrokerState:
         if verdict.counted:
             self._retry_or_fail(tx, workload, failed, reason)
         elif verdict.gave_up:
-            self._settle(tx, workload)
+            self._settle(tx, workload, failed)
             self.core.finish(workload.id)
             gave_up = f"gave up after {workload.infra_requeues} requeues for the infrastructure's failures"
             self._transition(tx, workload, FAILED, f"{failed}; {gave_up}", reason)
@@ -351,7 +398,7 @@ class BrokerState:
         self, tx: Tx, workload: LiveWorkload, verdict: infra.Verdict, failed: str, reason: str
     ) -> None:
         """A free requeue: the workload leaves the core (holding nothing) until its backoff is over."""
-        self._settle(tx, workload)
+        self._settle(tx, workload, failed)
         self.core.cancel(workload.id)
         workload.site, workload.nodes, workload.acked = None, (), False
         workload.infra_requeues += 1
@@ -386,10 +433,13 @@ class BrokerState:
             if isinstance(decision, placement.Placed):
                 self._place(tx, workload, decision)
 
-    def _retry_or_fail(self, tx: Tx, workload: LiveWorkload, what: str, reason: str = "") -> None:
+    def _retry_or_fail(
+        self, tx: Tx, workload: LiveWorkload, what: str, reason: str = "", *, until: float | None = None
+    ) -> None:
         """An attempt that used one of max_attempts ended: the next one, or FAILED. `reason` is
-        the agent's, or the broker's own when it gave up on the attempt (`infra.SITE_UNAVAILABLE`...)."""
-        self._settle(tx, workload)
+        the agent's, or the broker's own when it gave up on the attempt (`infra.SITE_UNAVAILABLE`...).
+        `until`: when the attempt was last known to run (a lost one), else now."""
+        self._settle(tx, workload, what, until=until)
         workload.reason = reason  # why the attempt ended, as `get` shows it (the agent's path set it already)
         # free requeues' attempts (the infrastructure's, preemptions) do not count
         used = workload.attempt - workload.infra_requeues - workload.preemptions
@@ -415,7 +465,7 @@ class BrokerState:
         if workload is None or workload.site != preempted.site:
             return
         site, attempt = preempted.site, workload.attempt
-        self._settle(tx, workload)
+        self._settle(tx, workload, f"preempted: {preempted.reason}")
         workload.site, workload.nodes, workload.acked = None, (), False
         workload.preemptions += 1
         self._transition(tx, workload, QUEUED, f"attempt {attempt} {preempted.reason}", "preempted")
@@ -425,24 +475,29 @@ class BrokerState:
         tx.send(site, CancelAttempt(workload.id, attempt, preempted.reason))
         log.info("%s: %s", workload.id, workload.message)
 
-    def _settle(self, tx: Tx, workload: LiveWorkload) -> None:
-        """Charge the current attempt for the time it ran, once, before its GPUs are released."""
-        if workload.started_at is None:
-            return  # never ran: nothing to charge; the reservation is simply released
+    def _settle(self, tx: Tx, workload: LiveWorkload, why: str, *, until: float | None = None) -> None:
+        """Close the current attempt's money, once, before its GPUs are released: settled from
+        its RUNNING report to `until` (its last report; now unless given) if it ran, else its
+        reservation released (broker/engine/money.py)."""
         now = self.wall()
-        hours = max(0.0, now - workload.started_at) / 3600
-        charge = self.core.charge(workload.id, hours)
-        workload.started_at = None
-        tx.touch(workload)
-        if charge is not None and charge.cost_hkd > 0:
-            tx.charges.append(ledger.charge_values(charge, workload.attempt, now))
+        ran = None
+        if workload.started_at is not None:
+            end = now if until is None else min(now, until)
+            ran = max(0.0, end - workload.started_at)
+            workload.started_at = None
+            tx.touch(workload)
+        row = self.money.close(tx, workload.id, workload.attempt, ran, now, why)
+        if row is not None and row["kind"] == SETTLE and row["program_hkd"]:
+            self.core.spend(workload.tenant, float(row["program_hkd"]))
 
-    def _requeue_lost(self, tx: Tx, site: str, seen: set[str]) -> None:
-        """Attempts the site took but its (restarted) agent no longer knows were lost with it."""
+    def _requeue_lost(self, tx: Tx, site: str, seen: set[str], last_report: float | None) -> None:
+        """Attempts the site took but its (restarted) agent no longer knows were lost with it:
+        billed until the site's last report before this one."""
         for workload in self._active_at(site):
             if workload.acked and workload.id not in seen:
                 what = f"attempt {workload.attempt} lost by the {site} agent"
-                self._retry_or_fail(tx, workload, what, infra.FORGOTTEN)
+                until = last_report if last_report is not None else workload.started_at
+                self._retry_or_fail(tx, workload, what, infra.FORGOTTEN, until=until)
 
     def _healthy(self, link: SiteLink) -> None:
         link.unhealthy_since = None
@@ -501,6 +556,19 @@ class BrokerState:
                 span.add_event("candidate", candidate_attributes(candidate))
             span.end()
         self._transition(tx, workload, PLACED, decision.explanation.summary)
+        request = workload.request
+        self.money.reserve(
+            tx,
+            workload_id=workload.id,
+            attempt=workload.attempt,
+            tenant=workload.tenant,
+            site=decision.site,
+            gpu_model=request.gpu_model,
+            gpus=request.gpus_total,
+            hours=request.estimated_hours,
+            subsidised=bool(self.core.subsidy_held(workload.id)),
+            at=workload.updated_at,
+        )
         tx.send(decision.site, self._assignment(workload))
 
     def _assignment(self, workload: LiveWorkload) -> Assign:

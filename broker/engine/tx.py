@@ -23,7 +23,7 @@ class Rows:
     updated: list[dict[str, Any]]
     events: list[Event]
     decisions: list[dict[str, Any]]
-    charges: list[dict[str, Any]]
+    ledger: list[dict[str, Any]]  # the subsidy ledger's rows (broker/ledger.py)
     sites: list[dict[str, Any]]
     settings: dict[str, str]
 
@@ -34,7 +34,7 @@ class Rows:
                 self.updated,
                 self.events,
                 self.decisions,
-                self.charges,
+                self.ledger,
                 self.sites,
                 self.settings,
             )
@@ -50,7 +50,7 @@ class Tx:
     touched: dict[str, LiveWorkload] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
-    charges: list[dict[str, Any]] = field(default_factory=list)
+    ledger: list[dict[str, Any]] = field(default_factory=list)
     sites: dict[str, dict[str, Any]] = field(default_factory=dict)
     settings: dict[str, str] = field(default_factory=dict)
     # effects, after the commit
@@ -58,6 +58,7 @@ class Tx:
     replies: list[tuple[asyncio.Future[Any], Any]] = field(default_factory=list)
     ended: list[str] = field(default_factory=list)  # workloads to forget (terminal)
     raw_updates: list[dict[str, Any]] = field(default_factory=list)  # rows with no live workload
+    reload: Any = None  # a FederationConfig to use once this cycle is committed (engine/reload.py)
 
     def insert(self, workload: LiveWorkload) -> None:
         self.new[workload.id] = workload
@@ -80,7 +81,7 @@ class Tx:
             updated=[update_values(w) for w in self.touched.values()] + self.raw_updates,
             events=self.events,
             decisions=self.decisions,
-            charges=self.charges,
+            ledger=self.ledger,
             sites=list(self.sites.values()),
             settings=self.settings,
         )

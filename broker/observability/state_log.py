@@ -33,24 +33,27 @@ class StateChangeLog:
             )
             level = logging.WARNING if event.state == FAILED else logging.INFO
             log.log(level, "%s is %s: %s", event.workload_id, event.state, event.message, extra=fields)
-        for charge in tx.charges:
-            workload = _workload(tx, charge["workload_id"])
+        for row in tx.ledger:
+            if row["kind"] != "settle":
+                continue
+            workload = _workload(tx, row["workload_id"])
             fields = workload_fields(
-                charge["workload_id"],
+                row["workload_id"],
                 workload.trace_id if workload is not None else "",
-                tenant=charge["tenant"],
-                site=charge["site"],
-                attempt=charge["attempt"],
+                tenant=row["tenant"],
+                site=row["site"],
+                attempt=row["attempt"],
             )
             log.info(
-                "%s attempt %d charged HK$ %.2f (program %s HK$ %.2f, tenant HK$ %.2f) for %.4f GPU-hours",
-                charge["workload_id"],
-                charge["attempt"],
-                charge["cost_hkd"],
-                charge["program"] or "none",
-                charge["program_hkd"],
-                charge["tenant_hkd"],
-                charge["gpus"] * charge["hours"],
+                "%s attempt %d settled HK$%s (program %s HK$%s, tenant HK$%s) for %s GPU-hours%s",
+                row["workload_id"],
+                row["attempt"],
+                row["total_hkd"],
+                row["program"] or "none",
+                row["program_hkd"],
+                row["tenant_hkd"],
+                row["gpu_hours"],
+                f": {row['reason']}" if row["reason"] else "",
                 extra=fields,
             )
 

@@ -276,12 +276,20 @@ class PlacementCore:
         return decision
 
     def restore(
-        self, request: Request, site: str, nodes: Sequence[str], *, placed_at: float | None = None
+        self,
+        request: Request,
+        site: str,
+        nodes: Sequence[str],
+        *,
+        placed_at: float | None = None,
+        program_hkd: float | None = None,
     ) -> None:
         """After a broker restart: a workload already placed or running at ``site`` on
         ``nodes`` takes back its quota, its budget share (if still covered) and, unless the
         site's latest report lists it running, its GPU reservation. Idempotent.
-        ``placed_at``: when it was placed or started (what a preemption would waste)."""
+        ``placed_at``: when it was placed or started (what a preemption would waste).
+        ``program_hkd``: the budget share it held when placed (the broker's ledger row), so a
+        restart gives every workload back its own reservation; else priced again now."""
         _validate(request)
         view = self._site(site)
         if len(nodes) != request.replicas:
@@ -301,7 +309,9 @@ class PlacementCore:
         else:
             key = self._next_key(request)
         program = None if request.subsidy == "none" else self._ctx.program_of(request.tenant)
-        q = quote(view.config, request, program, self._ledger.budget_left(request.tenant))
+        if program_hkd is None:
+            left = self._ledger.budget_left(request.tenant)
+            program_hkd = quote(view.config, request, program, left).program_hkd
         candidates = tuple(
             Candidate(s.name, True, (), 0.0, None)
             if s.name == site
@@ -310,7 +320,7 @@ class PlacementCore:
         )
         expl = Explanation(wid, site, candidates, R.RESTORED.format(site=site))
         when = self._ctx.now if placed_at is None else placed_at
-        alloc = Allocation(request, site, tuple(nodes), q.program_hkd, expl, key, placed_at=when)
+        alloc = Allocation(request, site, tuple(nodes), program_hkd, expl, key, placed_at=when)
         alloc.gpus_reserved = wid not in view.running
         self._ledger.add(alloc, view.capacity)
 
@@ -365,6 +375,16 @@ class PlacementCore:
 
     def budget_left(self, tenant: str) -> float:
         return self._ledger.budget_left(tenant)
+
+    def spend(self, tenant: str, amount_hkd: float) -> None:
+        """The broker settled an attempt (its ledger, in decimals): the program paid this much
+        for good. Use instead of ``charge`` when the broker does the arithmetic itself."""
+        self._ledger.spend(tenant, amount_hkd)
+
+    def subsidy_held(self, workload_id: str) -> float | None:
+        """The budget share a placed workload holds (0: placed unsubsidised); None if not placed."""
+        alloc = self._ledger.allocations.get(workload_id)
+        return None if alloc is None else alloc.program_hkd
 
     def budget_reserved(self, tenant: str) -> float:
         """HK$ of the tenant's budget held by its placed subsidised workloads."""
@@ -892,7 +912,7 @@ class PlacementCore:
             q = quote(site.config, request, program, left)
             quotes.append(q)
             loc = self._catalog.hours(request.datasets, site.name) if request.datasets else 0.0
-            terms.append(ScoreTerms(loc, q.tenant_hkd, site.load_after(gpus)))
+            terms.append(ScoreTerms(loc, q.tenant_hkd, site.load_after(gpus), q.program_hkd))
         scores = rank(terms, self._weights, request.estimated_hours)
         # An eligible preferred site wins in preference order, whatever the scores; else
         # the lowest score; eligible is in site-name order, so min() breaks ties by name.

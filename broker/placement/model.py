@@ -119,11 +119,20 @@ class Request:
 @dataclass(frozen=True, slots=True)
 class ScoreTerms:
     locality_hours: float
-    cost_hkd: float
+    cost_hkd: float  # what the tenant pays after subsidy (the cost term); also `tenant_hkd`
     load: float
+    program_hkd: float = 0.0  # what the subsidy program pays of the estimate
 
     def to_dict(self) -> dict[str, float]:
-        return {"locality_hours": self.locality_hours, "cost_hkd": self.cost_hkd, "load": self.load}
+        # cost_hkd stays the tenant's share (compatibility); tenant + program = total
+        return {
+            "locality_hours": self.locality_hours,
+            "cost_hkd": self.cost_hkd,
+            "load": self.load,
+            "tenant_hkd": self.cost_hkd,
+            "program_hkd": self.program_hkd,
+            "total_hkd": self.cost_hkd + self.program_hkd,
+        }
 
 
 @dataclass(frozen=True, slots=True)

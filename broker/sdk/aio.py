@@ -33,7 +33,7 @@ from broker.client import ClientError, tracing_wanted
 from broker.sdk import workloads
 from broker.sdk.client import RECONNECT_FOR_S, backoff, since_time
 from broker.sdk.errors import WaitTimeout, broker_away, typed
-from broker.sdk.models import Event, Explanation, Site, State, Usage, WorkloadStatus
+from broker.sdk.models import Event, Explanation, Quote, Site, State, Usage, WorkloadStatus
 from broker.sdk.settings import Settings, TlsFiles, resolve
 from broker.spec import WorkloadSpec, spec_to_proto
 
@@ -206,8 +206,25 @@ class AsyncClient:
         response = await self._unary(self._sites.ListSites, site_service_pb2.ListSitesRequest())
         return [Site.from_proto(s) for s in response.sites]
 
-    async def usage(self) -> Usage:
-        return Usage.from_proto(await self._unary(self._usage.GetUsage, usage_service_pb2.GetUsageRequest()))
+    async def usage(
+        self,
+        tenant: str = "",
+        site: str = "",
+        since: datetime | None = None,
+        until: datetime | None = None,
+        by: Iterable[str] = (),
+    ) -> Usage:
+        request = usage_service_pb2.GetUsageRequest(tenant=tenant, site=site, by=list(by))
+        if since is not None:
+            request.since.FromDatetime(since)
+        if until is not None:
+            request.until.FromDatetime(until)
+        return Usage.from_proto(await self._unary(self._usage.GetUsage, request))
+
+    async def quote(self, workload: WorkloadSpec | dict[str, Any] | str | Path) -> Quote:
+        spec = spec_to_proto(workloads.as_spec(workload))
+        request = workload_service_pb2.SubmitRequest(spec=spec, dry_run=True)
+        return Quote.from_proto(await self._unary(self._workloads.Submit, request))
 
     async def pause(self) -> bool:
         request = operator_service_pb2.SetPlacementPausedRequest(paused=True)

@@ -27,7 +27,7 @@ from broker.client import Client as RawClient
 from broker.client import ClientError
 from broker.sdk import workloads
 from broker.sdk.errors import WaitTimeout, broker_away, typed
-from broker.sdk.models import Event, Explanation, Site, State, Usage, WorkloadStatus
+from broker.sdk.models import Event, Explanation, Quote, Site, State, Usage, WorkloadStatus
 from broker.sdk.settings import Settings, resolve
 from broker.spec import WorkloadSpec
 
@@ -207,8 +207,23 @@ class Client:
         return [Site.from_proto(s) for s in self.raw.sites()]
 
     @_typed_errors
-    def usage(self) -> Usage:
-        return Usage.from_proto(self.raw.usage())
+    def usage(
+        self,
+        tenant: str = "",
+        site: str = "",
+        since: datetime | None = None,
+        until: datetime | None = None,
+        by: Iterable[str] = (),
+    ) -> Usage:
+        """HK$ settled, summed `by` tenant, program, site, gpu_model and/or month (default the
+        first three), with each visible tenant's budget and cap; a tenant sees only itself."""
+        return Usage.from_proto(self.raw.usage(tenant, site, since, until, by))
+
+    @_typed_errors
+    def quote(self, workload: WorkloadSpec | dict[str, Any] | str | Path) -> Quote:
+        """Before submit: where it would go now, and at each site the GPU-hours, price, total,
+        what the program and the tenant would pay, and the budget and cap left after."""
+        return Quote.from_proto(self.raw.submit(workloads.as_spec(workload), dry_run=True))
 
     @_typed_errors
     def pause(self) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -163,6 +164,8 @@ class ScoreTerms:
     locality_part: float  # the weighted fractions: they sum to the score (lower is better)
     cost_part: float
     load_part: float
+    program_hkd: float = 0.0  # what the subsidy program would pay there
+    total_hkd: float = 0.0  # tenant_hkd + program_hkd
 
 
 @dataclass(frozen=True)
@@ -194,7 +197,14 @@ class Explanation:
             if c.HasField("terms"):
                 t = c.terms
                 terms = ScoreTerms(
-                    t.locality_hours, t.cost_hkd, t.load, t.locality_part, t.cost_part, t.load_part
+                    t.locality_hours,
+                    t.cost_hkd,
+                    t.load,
+                    t.locality_part,
+                    t.cost_part,
+                    t.load_part,
+                    t.program_hkd,
+                    t.total_hkd or t.cost_hkd + t.program_hkd,  # a decision stored before total_hkd
                 )
             score = c.score if c.HasField("score") else None
             candidates.append(Candidate(c.site, c.eligible, tuple(c.reasons), score, terms))
@@ -219,6 +229,8 @@ class Explanation:
                         # the tenant's share, kept under its old name for compatibility
                         "cost_hkd": c.terms.tenant_hkd,
                         "tenant_hkd": c.terms.tenant_hkd,
+                        "program_hkd": c.terms.program_hkd,
+                        "total_hkd": c.terms.total_hkd,
                         "load": c.terms.load,
                         "parts": {
                             "locality": c.terms.locality_part,
@@ -317,25 +329,122 @@ class Site:
 
 @dataclass(frozen=True)
 class UsageRow:
-    tenant: str
+    """Settlements summed by the dimensions asked for (one not grouped by is None/empty)."""
+
+    tenant: str | None
     program: str | None
-    site: str
+    site: str | None
     gpu_hours: float
     total_hkd: float  # what the work cost in all
     tenant_hkd: float
     program_hkd: float
+    gpu_model: str | None = None
+    month: str | None = None  # YYYY-MM, UTC
+    # the same sums as exact decimals (the ledger's NUMERIC columns)
+    exact: dict[str, Decimal] = field(default_factory=dict)
+
+    @classmethod
+    def from_proto(cls, u: usage_service_pb2.UsageRow) -> UsageRow:
+        exact = {
+            "gpu_hours": u.gpu_hours_exact,
+            "total_hkd": u.total_hkd_exact,
+            "program_hkd": u.program_hkd_exact,
+            "tenant_hkd": u.tenant_hkd_exact,
+        }
+        return cls(
+            u.tenant or None,
+            u.program or None,
+            u.site or None,
+            u.gpu_hours,
+            u.total_hkd or u.cost_hkd,  # an older broker sends only cost_hkd (the total)
+            u.tenant_hkd,
+            u.program_hkd,
+            u.gpu_model or None,
+            u.month or None,
+            {k: Decimal(v) for k, v in exact.items() if v},
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        def money(key: str, value: float, digits: int = 2) -> float:
+            return float(self.exact[key]) if key in self.exact else round(value, digits)
+
+        out: dict[str, Any] = {"tenant": self.tenant, "program": self.program, "site": self.site}
+        if self.gpu_model is not None:
+            out["gpu_model"] = self.gpu_model
+        if self.month is not None:
+            out["month"] = self.month
+        total = money("total_hkd", self.total_hkd)
+        return {
+            **out,
+            "gpu_hours": money("gpu_hours", self.gpu_hours, 6),
+            "cost_hkd": total,  # the total, kept under its old name for compatibility
+            "total_hkd": total,
+            "program_hkd": money("program_hkd", self.program_hkd),
+            "tenant_hkd": money("tenant_hkd", self.tenant_hkd),
+        }
+
+
+@dataclass(frozen=True)
+class SiteQuote:
+    """What a workload would cost at one site before it is submitted, and who would pay."""
+
+    site: str
+    eligible: bool
+    reasons: tuple[str, ...]
+    gpu_model: str
+    gpu_hours: float
+    price_hkd_per_gpu_hour: float
+    total_hkd: float
+    program_hkd: float
+    tenant_hkd: float
+    program: str | None  # None: not subsidised there
+    budget_left_after_hkd: float | None  # None: the tenant has no subsidy program
+    cap_left_after_hkd: float | None  # None: no monthly spend cap
+
+    @classmethod
+    def from_proto(cls, q: workload_service_pb2.SiteQuote) -> SiteQuote:
+        return cls(
+            q.site,
+            q.eligible,
+            tuple(q.reasons),
+            q.gpu_model,
+            q.gpu_hours,
+            q.price_hkd_per_gpu_hour,
+            q.total_hkd,
+            q.program_hkd,
+            q.tenant_hkd,
+            q.program or None,
+            q.budget_left_after_hkd if q.HasField("budget_left_after_hkd") else None,
+            q.cap_left_after_hkd if q.HasField("cap_left_after_hkd") else None,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "tenant": self.tenant,
-            "program": self.program,
             "site": self.site,
-            "gpu_hours": round(self.gpu_hours, 4),
-            "cost_hkd": round(self.total_hkd, 2),  # the total, kept under its old name for compatibility
-            "total_hkd": round(self.total_hkd, 2),
-            "tenant_hkd": round(self.tenant_hkd, 2),
-            "program_hkd": round(self.program_hkd, 2),
+            "eligible": self.eligible,
+            "reasons": list(self.reasons),
+            "gpu_model": self.gpu_model,
+            "gpu_hours": self.gpu_hours,
+            "price_hkd_per_gpu_hour": self.price_hkd_per_gpu_hour,
+            "total_hkd": self.total_hkd,
+            "program_hkd": self.program_hkd,
+            "tenant_hkd": self.tenant_hkd,
+            "program": self.program,
+            "budget_left_after_hkd": self.budget_left_after_hkd,
+            "cap_left_after_hkd": self.cap_left_after_hkd,
         }
+
+
+@dataclass(frozen=True)
+class Quote:
+    """A dry run: where the workload would go now (`explanation`) and each site's price."""
+
+    explanation: Explanation
+    sites: tuple[SiteQuote, ...]
+
+    @classmethod
+    def from_proto(cls, r: workload_service_pb2.SubmitResponse) -> Quote:
+        return cls(Explanation.from_proto(r.explanation), tuple(SiteQuote.from_proto(q) for q in r.quotes))
 
 
 @dataclass(frozen=True)
@@ -346,6 +455,15 @@ class Budget:
     spent_hkd: float
     reserved_hkd: float
     left_hkd: float
+    month: str = ""  # the month the cap counts (UTC)
+    cap_hkd: float | None = None  # the tenant's monthly spend cap; None: none
+    cap_used_hkd: float = 0.0  # paid by the tenant this month and held for its running work
+
+    @classmethod
+    def from_proto(cls, b: usage_service_pb2.TenantBudget) -> Budget:
+        cap = b.cap_hkd if b.HasField("cap_hkd") else None
+        values = (b.budget_hkd, b.spent_hkd, b.reserved_hkd, b.left_hkd)
+        return cls(b.tenant, b.program, *values, b.month, cap, b.cap_used_hkd)
 
     def to_json(self) -> dict[str, Any]:
         keys = ("budget_hkd", "spent_hkd", "reserved_hkd", "left_hkd")
@@ -353,6 +471,9 @@ class Budget:
             "tenant": self.tenant,
             "program": self.program,
             **{k: round(getattr(self, k), 2) for k in keys},
+            "month": self.month,
+            "cap_hkd": None if self.cap_hkd is None else round(self.cap_hkd, 2),
+            "cap_used_hkd": round(self.cap_used_hkd, 2),
         }
 
 
@@ -363,17 +484,9 @@ class Usage:
 
     @classmethod
     def from_proto(cls, r: usage_service_pb2.GetUsageResponse) -> Usage:
-        rows = tuple(
-            UsageRow(
-                u.tenant, u.program or None, u.site, u.gpu_hours, u.cost_hkd, u.tenant_hkd, u.program_hkd
-            )
-            for u in r.rows
+        return cls(
+            tuple(UsageRow.from_proto(u) for u in r.rows), tuple(Budget.from_proto(b) for b in r.budgets)
         )
-        budgets = tuple(
-            Budget(b.tenant, b.program, b.budget_hkd, b.spent_hkd, b.reserved_hkd, b.left_hkd)
-            for b in r.budgets
-        )
-        return cls(rows, budgets)
 
 
 @dataclass(frozen=True)

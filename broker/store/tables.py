@@ -2,15 +2,40 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, Numeric, String, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator, TypeEngine
 from sqlmodel import Field, SQLModel
 
 # JSONB on PostgreSQL (stored parsed), JSON text on SQLite. A change to any table here needs a
 # migration (broker/store/migrations, README "Database and upgrades"); a test fails without one.
 JSON_DOCUMENT = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Money(TypeDecorator[Decimal]):
+    """An exact decimal: NUMERIC(20, 8) on PostgreSQL; on SQLite, whose NUMERIC is a float
+    underneath, the decimal's text (sums are made in Python there: broker/ledger.py)."""
+
+    impl = Numeric(20, 8)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(32))
+        return dialect.type_descriptor(Numeric(20, 8, asdecimal=True))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        value = Decimal(value)
+        return str(value) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(value)
 
 
 class WorkloadRow(SQLModel, table=True):
@@ -98,7 +123,8 @@ class SettingRow(SQLModel, table=True):
 
 
 class ChargeRow(SQLModel, table=True):
-    """One settled attempt: its real run time, its cost, and who paid. Never updated."""
+    """Before revision 0003: one settled attempt in floats. Copied into `ledger` by that
+    revision and no longer written; kept so nothing stored is lost."""
 
     __tablename__ = "charges"
     __table_args__ = (UniqueConstraint("workload_id", "attempt"),)  # never charged twice
@@ -117,6 +143,41 @@ class ChargeRow(SQLModel, table=True):
     program_hkd: float
     tenant_hkd: float
     at: float
+
+
+class LedgerRow(SQLModel, table=True):
+    """The subsidy ledger (broker/ledger.py): every reservation, settlement and release of an
+    attempt's money, exact decimals, never updated. `held_*` is the change to what is held
+    against the tenant's budget (and its spend cap): + on a reservation, - on the settlement or
+    release that closes it; budgets are sums of these rows."""
+
+    __tablename__ = "ledger"
+    __table_args__ = (
+        UniqueConstraint("workload_id", "attempt", "kind"),  # one reservation per attempt
+        UniqueConstraint("workload_id", "attempt", "closes"),  # settled or released once
+        Index("ix_ledger_tenant_at", "tenant", "at"),
+    )
+
+    seq: int | None = Field(default=None, primary_key=True)
+    kind: str  # reserve | settle | release
+    closes: int | None = None  # 1 on settle and release (a unique key: one per attempt), else NULL
+    workload_id: str = Field(index=True)
+    attempt: int
+    tenant: str
+    program: str | None = None  # None: not subsidised
+    site: str
+    gpu_model: str
+    gpus: int
+    gpu_hours: Decimal = Field(sa_column=Column(Money(), nullable=False))  # estimated / run
+    price_hkd_per_gpu_hour: Decimal = Field(sa_column=Column(Money(), nullable=False))  # as placed
+    rate: Decimal = Field(sa_column=Column(Money(), nullable=False))  # the program's share, 0..1
+    total_hkd: Decimal = Field(sa_column=Column(Money(), nullable=False))
+    program_hkd: Decimal = Field(sa_column=Column(Money(), nullable=False))
+    tenant_hkd: Decimal = Field(sa_column=Column(Money(), nullable=False))
+    held_program_hkd: Decimal = Field(sa_column=Column(Money(), nullable=False))
+    held_tenant_hkd: Decimal = Field(sa_column=Column(Money(), nullable=False))
+    at: float
+    reason: str = ""
 
 
 class LeaseRow(SQLModel, table=True):

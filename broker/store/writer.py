@@ -19,12 +19,12 @@ from sqlalchemy.engine import Connection
 
 from broker.engine.tx import Rows
 from broker.store.db import Store
-from broker.store.tables import ChargeRow, DecisionRow, SettingRow, SiteRow, WorkloadEventRow, WorkloadRow
+from broker.store.tables import DecisionRow, LedgerRow, SettingRow, SiteRow, WorkloadEventRow, WorkloadRow
 
 _WORKLOADS = WorkloadRow.__table__  # type: ignore[attr-defined]
 _EVENTS = WorkloadEventRow.__table__  # type: ignore[attr-defined]
 _DECISIONS = DecisionRow.__table__  # type: ignore[attr-defined]
-_CHARGES = ChargeRow.__table__  # type: ignore[attr-defined]
+_LEDGER = LedgerRow.__table__  # type: ignore[attr-defined]
 _SITES = SiteRow.__table__  # type: ignore[attr-defined]
 _SETTINGS = SettingRow.__table__  # type: ignore[attr-defined]
 
@@ -84,8 +84,8 @@ def write(conn: Connection, rows: Rows) -> None:
         conn.execute(insert(_EVENTS), [e.row() for e in rows.events])
     if rows.decisions:
         conn.execute(insert(_DECISIONS), rows.decisions)
-    if rows.charges:
-        conn.execute(insert(_CHARGES), rows.charges)
+    if rows.ledger:
+        conn.execute(insert(_LEDGER), rows.ledger)
     if rows.sites:
         _replace(conn, _SITES, rows.sites)
     if rows.settings:

@@ -27,6 +27,8 @@ _EXPORTS = {
     "Candidate": ("broker.sdk.models", "Candidate"),
     "Site": ("broker.sdk.models", "Site"),
     "Usage": ("broker.sdk.models", "Usage"),
+    "Quote": ("broker.sdk.models", "Quote"),
+    "SiteQuote": ("broker.sdk.models", "SiteQuote"),
     "ClientError": ("broker.client", "ClientError"),
     "InvalidWorkloadError": ("broker.sdk.errors", "InvalidWorkloadError"),
     "RefusedError": ("broker.sdk.errors", "RefusedError"),

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 
 from broker.engine import commands as c
 from broker.errors import Unavailable
 from broker.lifecycle import ACTIVE, QUEUED
+from broker.store import LedgerRow
 from tests.store.engine_harness import TENANT, Harness, federation, subsidised_federation
 
 Scenario = Callable[[Harness], Awaitable[None]]
@@ -158,22 +160,67 @@ def test_a_failed_cancel_sends_no_cancel_and_keeps_the_reservation(db_url: str) 
     run(db_url, scenario)
 
 
-def test_a_failed_charge_is_charged_once_when_the_end_is_reported_again(db_url: str) -> None:
+def test_a_failed_settlement_is_settled_once_when_the_end_is_reported_again(db_url: str) -> None:
     async def scenario(h: Harness) -> None:
         await h.connect()
         record = await h.submit(subsidy="required", estimated_hours=2)
         await h.update(record.id, 1, "RUNNING")
         h.clock.wall_now += 3600
-        with Trigger(db_url, "charges", "INSERT", "1 = 1"):
+        with Trigger(db_url, "ledger", "INSERT", "NEW.kind = 'settle'"):
             with pytest.raises(Unavailable):
                 await h.update(record.id, 1, "SUCCEEDED")
             assert (await h.engine.usage(None))[0] == []
             assert (await h.get(record.id)).state == "RUNNING"
+            assert h.engine.state.money.book.open[record.id].program_hkd == Decimal("448")
             await assert_agree(h)
         await h.report(allocated=8, attempts=((record.id, 1, "SUCCEEDED"),))
-        await h.report(attempts=((record.id, 1, "SUCCEEDED"),))  # and again: no second charge
+        await h.report(attempts=((record.id, 1, "SUCCEEDED"),))  # and again: no second settlement
+        assert await ledger_kinds(h) == ["reserve", "settle"]
         rows, budgets = await h.engine.usage(None)
-        assert len(rows) == 1 and rows[0]["program_hkd"] == pytest.approx(8 * 40 * 0.7, rel=0.01)
-        assert budgets[0]["reserved_hkd"] == pytest.approx(0.0)
+        assert len(rows) == 1 and rows[0]["program_hkd"] == Decimal("224.00")  # 8 x 1 h x 40 x 0.7
+        assert budgets[0]["reserved_hkd"] == 0
 
     run(db_url, scenario, subsidised=True)
+
+
+def test_a_failed_reservation_places_nothing_and_holds_nothing(db_url: str) -> None:
+    async def scenario(h: Harness) -> None:
+        await h.connect()
+        h.sent()
+        with Trigger(db_url, "ledger", "INSERT", "NEW.kind = 'reserve'"):
+            with pytest.raises(Unavailable):
+                await h.submit(subsidy="required", estimated_hours=2)
+            assert h.sent() == []
+            assert await ledger_kinds(h) == []
+            assert h.engine.state.money.book.open == {}
+            assert h.engine.state.core.budget_left(TENANT) == 1000.0
+            await assert_agree(h)
+        record = await h.submit(subsidy="required", estimated_hours=2)
+        assert record.state == "PLACED" and await ledger_kinds(h) == ["reserve"]
+        assert h.engine.state.core.budget_left(TENANT) == 552.0
+
+    run(db_url, scenario, subsidised=True)
+
+
+def test_a_failed_release_keeps_the_reservation_until_the_cancel_is_stored(db_url: str) -> None:
+    async def scenario(h: Harness) -> None:
+        await h.connect()
+        record = await h.submit(subsidy="required", estimated_hours=2)
+        with Trigger(db_url, "ledger", "INSERT", "NEW.kind = 'release'"):
+            with pytest.raises(Unavailable):
+                await h.engine.call(c.Cancel(record.id, f"tenant {TENANT}", TENANT))
+            assert (await h.get(record.id)).state == "PLACED"
+            assert h.engine.state.money.book.open[record.id].program_hkd == Decimal("448")
+            assert (await h.engine.usage(None))[1][0]["reserved_hkd"] == Decimal("448")
+            await assert_agree(h)
+        await h.engine.call(c.Cancel(record.id, f"tenant {TENANT}", TENANT))
+        assert await ledger_kinds(h) == ["reserve", "release"]
+        assert (await h.engine.usage(None))[1][0]["left_hkd"] == Decimal("1000.0")
+
+    run(db_url, scenario, subsidised=True)
+
+
+async def ledger_kinds(h: Harness) -> list[str]:
+    table = LedgerRow.__table__  # type: ignore[attr-defined]
+    query = select(table.c.kind).order_by(table.c.seq)
+    return await h.engine.read(lambda conn: [k for (k,) in conn.execute(query)])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 
 import pytest
 
@@ -310,10 +311,13 @@ def test_subsidy_is_charged_from_the_real_run_once_and_survives_a_restart(db_url
             {
                 "tenant": TENANT,
                 "program": "aiss",
-                "budget_hkd": 1000.0,
-                "spent_hkd": 0.0,
-                "reserved_hkd": pytest.approx(448.0),
-                "left_hkd": pytest.approx(552.0),
+                "budget_hkd": Decimal("1000.0"),
+                "spent_hkd": 0,
+                "reserved_hkd": Decimal("448"),
+                "left_hkd": Decimal("552"),
+                "month": "1970-01",
+                "cap_hkd": None,
+                "cap_used_hkd": Decimal("192"),
             }
         ]
         await run_for(h, record.id, 1, hours=1.5)  # ran 1.5 h: 480, of which the program pays 336
@@ -324,18 +328,18 @@ def test_subsidy_is_charged_from_the_real_run_once_and_survives_a_restart(db_url
                 "tenant": TENANT,
                 "program": "aiss",
                 "site": "cyberport",
-                "gpu_hours": pytest.approx(12.0),
-                "cost_hkd": pytest.approx(480.0),
-                "tenant_hkd": pytest.approx(144.0),
-                "program_hkd": pytest.approx(336.0),
+                "gpu_hours": Decimal("12"),
+                "total_hkd": Decimal("480.00"),
+                "program_hkd": Decimal("336.00"),
+                "tenant_hkd": Decimal("144.00"),
             }
         ]
-        assert budgets[0]["spent_hkd"] == pytest.approx(336.0)
-        assert budgets[0]["left_hkd"] == pytest.approx(664.0)
+        assert budgets[0]["spent_hkd"] == Decimal("336.00")
+        assert budgets[0]["left_hkd"] == Decimal("664.00")
         assert await h.engine.usage(OTHER) == ([], [])
 
     async def second(h: Harness) -> None:
-        assert (await h.engine.usage(None))[1][0]["left_hkd"] == pytest.approx(664.0)  # spent stays spent
+        assert (await h.engine.usage(None))[1][0]["left_hkd"] == Decimal("664.00")  # spent stays spent
 
     run(db_url, first, subsidised_federation())
     run(db_url, second, subsidised_federation())
@@ -350,7 +354,7 @@ def test_budget_is_never_reused_by_work_placed_after_it_was_spent(db_url: str) -
             await run_for(h, record.id, 1, hours=2)
         with pytest.raises(FailedPrecondition, match="subsidy budget"):
             await h.submit(name="third", subsidy="required", estimated_hours=2)
-        assert (await h.engine.usage(None))[1][0]["spent_hkd"] == pytest.approx(896.0)
+        assert (await h.engine.usage(None))[1][0]["spent_hkd"] == Decimal("896.00")
 
     run(db_url, scenario, subsidised_federation())
 
@@ -362,8 +366,8 @@ def test_a_failed_attempt_is_charged_for_the_time_it_ran(db_url: str) -> None:
         await run_for(h, record.id, 1, hours=0.5, end="FAILED")
         await run_for(h, record.id, 2, hours=1.0)
         rows, _ = await h.engine.usage(None)
-        assert rows[0]["gpu_hours"] == pytest.approx(8 * 1.5)  # both attempts used the GPUs
-        assert rows[0]["cost_hkd"] == pytest.approx(8 * 1.5 * 38)
+        assert rows[0]["gpu_hours"] == Decimal("12")  # both attempts used the GPUs
+        assert rows[0]["total_hkd"] == Decimal("456.00")  # 8 x 1.5 h x HK$38
 
     run(db_url, scenario)
 

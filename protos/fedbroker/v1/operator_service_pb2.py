@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#fedbroker/v1/operator_service.proto\x12\x0c\x66\x65\x64\x62roker.v1\"+\n\x19SetPlacementPausedRequest\x12\x0e\n\x06paused\x18\x01 \x01(\x08\"!\n\x0fPlacementStatus\x12\x0e\n\x06paused\x18\x01 \x01(\x08\x32o\n\x0fOperatorService\x12\\\n\x12SetPlacementPaused\x12\'.fedbroker.v1.SetPlacementPausedRequest\x1a\x1d.fedbroker.v1.PlacementStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#fedbroker/v1/operator_service.proto\x12\x0c\x66\x65\x64\x62roker.v1\"+\n\x19SetPlacementPausedRequest\x12\x0e\n\x06paused\x18\x01 \x01(\x08\"!\n\x0fPlacementStatus\x12\x0e\n\x06paused\x18\x01 \x01(\x08\"\x15\n\x13ReloadConfigRequest\"Y\n\x14ReloadConfigResponse\x12\x10\n\x08reloaded\x18\x01 \x01(\x08\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x10\n\x08problems\x18\x03 \x03(\t\x12\x0f\n\x07\x63hanges\x18\x04 \x03(\t2\xc6\x01\n\x0fOperatorService\x12\\\n\x12SetPlacementPaused\x12\'.fedbroker.v1.SetPlacementPausedRequest\x1a\x1d.fedbroker.v1.PlacementStatus\x12U\n\x0cReloadConfig\x12!.fedbroker.v1.ReloadConfigRequest\x1a\".fedbroker.v1.ReloadConfigResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,6 +35,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SETPLACEMENTPAUSEDREQUEST']._serialized_end=96
   _globals['_PLACEMENTSTATUS']._serialized_start=98
   _globals['_PLACEMENTSTATUS']._serialized_end=131
-  _globals['_OPERATORSERVICE']._serialized_start=133
-  _globals['_OPERATORSERVICE']._serialized_end=244
+  _globals['_RELOADCONFIGREQUEST']._serialized_start=133
+  _globals['_RELOADCONFIGREQUEST']._serialized_end=154
+  _globals['_RELOADCONFIGRESPONSE']._serialized_start=156
+  _globals['_RELOADCONFIGRESPONSE']._serialized_end=245
+  _globals['_OPERATORSERVICE']._serialized_start=248
+  _globals['_OPERATORSERVICE']._serialized_end=446
 # @@protoc_insertion_point(module_scope)

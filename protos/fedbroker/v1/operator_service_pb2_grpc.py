@@ -39,6 +39,11 @@ class OperatorServiceStub:
                 request_serializer=fedbroker_dot_v1_dot_operator__service__pb2.SetPlacementPausedRequest.SerializeToString,
                 response_deserializer=fedbroker_dot_v1_dot_operator__service__pb2.PlacementStatus.FromString,
                 _registered_method=True)
+        self.ReloadConfig = channel.unary_unary(
+                '/fedbroker.v1.OperatorService/ReloadConfig',
+                request_serializer=fedbroker_dot_v1_dot_operator__service__pb2.ReloadConfigRequest.SerializeToString,
+                response_deserializer=fedbroker_dot_v1_dot_operator__service__pb2.ReloadConfigResponse.FromString,
+                _registered_method=True)
 
 
 class OperatorServiceServicer:
@@ -53,6 +58,14 @@ class OperatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReloadConfig(self, request, context):
+        """Read the broker's federation file again and use it from the next scheduling cycle
+        (as SIGHUP does). A file that fails validation changes nothing: `problems` says why.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -60,6 +73,11 @@ def add_OperatorServiceServicer_to_server(servicer, server):
                     servicer.SetPlacementPaused,
                     request_deserializer=fedbroker_dot_v1_dot_operator__service__pb2.SetPlacementPausedRequest.FromString,
                     response_serializer=fedbroker_dot_v1_dot_operator__service__pb2.PlacementStatus.SerializeToString,
+            ),
+            'ReloadConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReloadConfig,
+                    request_deserializer=fedbroker_dot_v1_dot_operator__service__pb2.ReloadConfigRequest.FromString,
+                    response_serializer=fedbroker_dot_v1_dot_operator__service__pb2.ReloadConfigResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,6 +107,33 @@ class OperatorService:
             '/fedbroker.v1.OperatorService/SetPlacementPaused',
             fedbroker_dot_v1_dot_operator__service__pb2.SetPlacementPausedRequest.SerializeToString,
             fedbroker_dot_v1_dot_operator__service__pb2.PlacementStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReloadConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedbroker.v1.OperatorService/ReloadConfig',
+            fedbroker_dot_v1_dot_operator__service__pb2.ReloadConfigRequest.SerializeToString,
+            fedbroker_dot_v1_dot_operator__service__pb2.ReloadConfigResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -174,20 +174,26 @@ class Node(_message.Message):
     def __init__(self, name: _Optional[str] = ..., gpu_model: _Optional[str] = ..., gpus_allocatable: _Optional[int] = ..., gpus_allocated: _Optional[int] = ..., gpu_memory_gb: _Optional[float] = ..., cpus: _Optional[float] = ..., memory_gb: _Optional[float] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ScoreTerms(_message.Message):
-    __slots__ = ("locality_hours", "cost_hkd", "load", "locality_part", "cost_part", "load_part")
+    __slots__ = ("locality_hours", "cost_hkd", "load", "locality_part", "cost_part", "load_part", "tenant_hkd", "program_hkd", "total_hkd")
     LOCALITY_HOURS_FIELD_NUMBER: _ClassVar[int]
     COST_HKD_FIELD_NUMBER: _ClassVar[int]
     LOAD_FIELD_NUMBER: _ClassVar[int]
     LOCALITY_PART_FIELD_NUMBER: _ClassVar[int]
     COST_PART_FIELD_NUMBER: _ClassVar[int]
     LOAD_PART_FIELD_NUMBER: _ClassVar[int]
+    TENANT_HKD_FIELD_NUMBER: _ClassVar[int]
+    PROGRAM_HKD_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_HKD_FIELD_NUMBER: _ClassVar[int]
     locality_hours: float
     cost_hkd: float
     load: float
     locality_part: float
     cost_part: float
     load_part: float
-    def __init__(self, locality_hours: _Optional[float] = ..., cost_hkd: _Optional[float] = ..., load: _Optional[float] = ..., locality_part: _Optional[float] = ..., cost_part: _Optional[float] = ..., load_part: _Optional[float] = ...) -> None: ...
+    tenant_hkd: float
+    program_hkd: float
+    total_hkd: float
+    def __init__(self, locality_hours: _Optional[float] = ..., cost_hkd: _Optional[float] = ..., load: _Optional[float] = ..., locality_part: _Optional[float] = ..., cost_part: _Optional[float] = ..., load_part: _Optional[float] = ..., tenant_hkd: _Optional[float] = ..., program_hkd: _Optional[float] = ..., total_hkd: _Optional[float] = ...) -> None: ...
 
 class Candidate(_message.Message):
     __slots__ = ("site", "eligible", "reasons", "score", "terms")

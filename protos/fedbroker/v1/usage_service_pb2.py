@@ -22,23 +22,24 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n fedbroker/v1/usage_service.proto\x12\x0c\x66\x65\x64\x62roker.v1\"\x11\n\x0fGetUsageRequest\"\x87\x01\n\x08UsageRow\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07program\x18\x02 \x01(\t\x12\x0c\n\x04site\x18\x03 \x01(\t\x12\x11\n\tgpu_hours\x18\x04 \x01(\x01\x12\x10\n\x08\x63ost_hkd\x18\x05 \x01(\x01\x12\x12\n\ntenant_hkd\x18\x06 \x01(\x01\x12\x13\n\x0bprogram_hkd\x18\x07 \x01(\x01\"~\n\x0cTenantBudget\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07program\x18\x02 \x01(\t\x12\x12\n\nbudget_hkd\x18\x03 \x01(\x01\x12\x11\n\tspent_hkd\x18\x04 \x01(\x01\x12\x14\n\x0creserved_hkd\x18\x05 \x01(\x01\x12\x10\n\x08left_hkd\x18\x06 \x01(\x01\"e\n\x10GetUsageResponse\x12$\n\x04rows\x18\x01 \x03(\x0b\x32\x16.fedbroker.v1.UsageRow\x12+\n\x07\x62udgets\x18\x02 \x03(\x0b\x32\x1a.fedbroker.v1.TenantBudget2Y\n\x0cUsageService\x12I\n\x08GetUsage\x12\x1d.fedbroker.v1.GetUsageRequest\x1a\x1e.fedbroker.v1.GetUsageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n fedbroker/v1/usage_service.proto\x12\x0c\x66\x65\x64\x62roker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x01\n\x0fGetUsageRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04site\x18\x02 \x01(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\n\n\x02\x62y\x18\x05 \x03(\t\"\xa3\x02\n\x08UsageRow\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07program\x18\x02 \x01(\t\x12\x0c\n\x04site\x18\x03 \x01(\t\x12\x11\n\tgpu_hours\x18\x04 \x01(\x01\x12\x10\n\x08\x63ost_hkd\x18\x05 \x01(\x01\x12\x12\n\ntenant_hkd\x18\x06 \x01(\x01\x12\x13\n\x0bprogram_hkd\x18\x07 \x01(\x01\x12\x11\n\tgpu_model\x18\x08 \x01(\t\x12\r\n\x05month\x18\t \x01(\t\x12\x11\n\ttotal_hkd\x18\n \x01(\x01\x12\x17\n\x0fgpu_hours_exact\x18\x0b \x01(\t\x12\x17\n\x0ftotal_hkd_exact\x18\x0c \x01(\t\x12\x19\n\x11program_hkd_exact\x18\r \x01(\t\x12\x18\n\x10tenant_hkd_exact\x18\x0e \x01(\t\"\xc5\x01\n\x0cTenantBudget\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07program\x18\x02 \x01(\t\x12\x12\n\nbudget_hkd\x18\x03 \x01(\x01\x12\x11\n\tspent_hkd\x18\x04 \x01(\x01\x12\x14\n\x0creserved_hkd\x18\x05 \x01(\x01\x12\x10\n\x08left_hkd\x18\x06 \x01(\x01\x12\r\n\x05month\x18\x07 \x01(\t\x12\x14\n\x07\x63\x61p_hkd\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x0c\x63\x61p_used_hkd\x18\t \x01(\x01\x42\n\n\x08_cap_hkd\"e\n\x10GetUsageResponse\x12$\n\x04rows\x18\x01 \x03(\x0b\x32\x16.fedbroker.v1.UsageRow\x12+\n\x07\x62udgets\x18\x02 \x03(\x0b\x32\x1a.fedbroker.v1.TenantBudget2Y\n\x0cUsageService\x12I\n\x08GetUsage\x12\x1d.fedbroker.v1.GetUsageRequest\x1a\x1e.fedbroker.v1.GetUsageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedbroker.v1.usage_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETUSAGEREQUEST']._serialized_start=50
-  _globals['_GETUSAGEREQUEST']._serialized_end=67
-  _globals['_USAGEROW']._serialized_start=70
-  _globals['_USAGEROW']._serialized_end=205
-  _globals['_TENANTBUDGET']._serialized_start=207
-  _globals['_TENANTBUDGET']._serialized_end=333
-  _globals['_GETUSAGERESPONSE']._serialized_start=335
-  _globals['_GETUSAGERESPONSE']._serialized_end=436
-  _globals['_USAGESERVICE']._serialized_start=438
-  _globals['_USAGESERVICE']._serialized_end=527
+  _globals['_GETUSAGEREQUEST']._serialized_start=84
+  _globals['_GETUSAGEREQUEST']._serialized_end=229
+  _globals['_USAGEROW']._serialized_start=232
+  _globals['_USAGEROW']._serialized_end=523
+  _globals['_TENANTBUDGET']._serialized_start=526
+  _globals['_TENANTBUDGET']._serialized_end=723
+  _globals['_GETUSAGERESPONSE']._serialized_start=725
+  _globals['_GETUSAGERESPONSE']._serialized_end=826
+  _globals['_USAGESERVICE']._serialized_start=828
+  _globals['_USAGESERVICE']._serialized_end=917
 # @@protoc_insertion_point(module_scope)

@@ -19,12 +19,42 @@ class SubmitRequest(_message.Message):
     def __init__(self, spec: _Optional[_Union[_types_pb2.WorkloadSpec, _Mapping]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
-    __slots__ = ("workload", "explanation")
+    __slots__ = ("workload", "explanation", "quotes")
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    QUOTES_FIELD_NUMBER: _ClassVar[int]
     workload: _types_pb2.Workload
     explanation: _types_pb2.Explanation
-    def __init__(self, workload: _Optional[_Union[_types_pb2.Workload, _Mapping]] = ..., explanation: _Optional[_Union[_types_pb2.Explanation, _Mapping]] = ...) -> None: ...
+    quotes: _containers.RepeatedCompositeFieldContainer[SiteQuote]
+    def __init__(self, workload: _Optional[_Union[_types_pb2.Workload, _Mapping]] = ..., explanation: _Optional[_Union[_types_pb2.Explanation, _Mapping]] = ..., quotes: _Optional[_Iterable[_Union[SiteQuote, _Mapping]]] = ...) -> None: ...
+
+class SiteQuote(_message.Message):
+    __slots__ = ("site", "eligible", "reasons", "gpu_model", "gpu_hours", "price_hkd_per_gpu_hour", "total_hkd", "program_hkd", "tenant_hkd", "program", "budget_left_after_hkd", "cap_left_after_hkd")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    ELIGIBLE_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    GPU_MODEL_FIELD_NUMBER: _ClassVar[int]
+    GPU_HOURS_FIELD_NUMBER: _ClassVar[int]
+    PRICE_HKD_PER_GPU_HOUR_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_HKD_FIELD_NUMBER: _ClassVar[int]
+    PROGRAM_HKD_FIELD_NUMBER: _ClassVar[int]
+    TENANT_HKD_FIELD_NUMBER: _ClassVar[int]
+    PROGRAM_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_LEFT_AFTER_HKD_FIELD_NUMBER: _ClassVar[int]
+    CAP_LEFT_AFTER_HKD_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    eligible: bool
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    gpu_model: str
+    gpu_hours: float
+    price_hkd_per_gpu_hour: float
+    total_hkd: float
+    program_hkd: float
+    tenant_hkd: float
+    program: str
+    budget_left_after_hkd: float
+    cap_left_after_hkd: float
+    def __init__(self, site: _Optional[str] = ..., eligible: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ..., gpu_model: _Optional[str] = ..., gpu_hours: _Optional[float] = ..., price_hkd_per_gpu_hour: _Optional[float] = ..., total_hkd: _Optional[float] = ..., program_hkd: _Optional[float] = ..., tenant_hkd: _Optional[float] = ..., program: _Optional[str] = ..., budget_left_after_hkd: _Optional[float] = ..., cap_left_after_hkd: _Optional[float] = ...) -> None: ...
 
 class GetWorkloadRequest(_message.Message):
     __slots__ = ("id",)
