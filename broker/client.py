@@ -159,6 +159,11 @@ class Client:
             request.since.FromDatetime(since)
         return _call(self._workloads.List, request, self._metadata, self._timeout)  # type: ignore[return-value]
 
+    def queue(self, tenant: str = "", limit: int = 0) -> workload_service_pb2.QueueResponse:
+        """The queue in the order the scheduler will consider it (tenants: their own rows)."""
+        request = workload_service_pb2.QueueRequest(tenant=tenant, limit=limit)
+        return _call(self._workloads.Queue, request, self._metadata, self._timeout)  # type: ignore[return-value]
+
     def events(self, workload_id: str) -> builtins.list[workload_service_pb2.WorkloadEvent]:
         """A workload's events so far, oldest first."""
         request = workload_service_pb2.ListEventsRequest(id=workload_id)

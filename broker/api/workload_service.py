@@ -14,7 +14,7 @@ from fedbroker.v1 import types_pb2, workload_service_pb2, workload_service_pb2_g
 from opentelemetry import trace
 
 from broker import telemetry
-from broker.api import convert, logs, workload_views
+from broker.api import convert, logs, queue_view, workload_views
 from broker.api.limits import SubmitLimiter, bounded, check_ref
 from broker.api.status import status_for, unary
 from broker.auth import Authenticator, Identity
@@ -25,6 +25,7 @@ from broker.lifecycle import TERMINAL
 from broker.spec import MAX_SPEC_BYTES, spec_from_proto, spec_to_proto
 
 LIST_LIMIT_MAX = 10_000
+QUEUE_LIMIT_DEFAULT = 100  # rows of `fedbroker queue`: each costs its reason, built on demand
 
 
 def _reader(who: Identity) -> str | None:
@@ -129,6 +130,19 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
         record = await self.engine.get(check_ref(request.id, "id"), _reader(who))
         rows = await self.engine.events_after(record.id, 0)
         return workload_service_pb2.ListEventsResponse(events=[convert.event(r) for r in rows])
+
+    @unary
+    async def Queue(
+        self, request: workload_service_pb2.QueueRequest, context: grpc.aio.ServicerContext
+    ) -> workload_service_pb2.QueueResponse:
+        who = self.auth.identify(context.invocation_metadata())
+        tenant = _reader(who)
+        if tenant is not None and request.tenant and request.tenant != tenant:
+            raise InvalidArgument(f"tenant: a tenant sees only its own workloads ({tenant})")
+        limit = request.limit or QUEUE_LIMIT_DEFAULT
+        if not 0 < limit <= LIST_LIMIT_MAX:
+            raise InvalidArgument(f"limit: between 1 and {LIST_LIMIT_MAX:,}")
+        return queue_view.queue_response(self.engine, tenant or request.tenant or None, limit)
 
     async def Watch(
         self, request: workload_service_pb2.WatchWorkloadRequest, context: grpc.aio.ServicerContext

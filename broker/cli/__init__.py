@@ -16,6 +16,7 @@ from broker.cli.demo import demo
 from broker.cli.describe import describe
 from broker.cli.logs import logs
 from broker.cli.money import config_reload, quote, usage
+from broker.cli.queue import queue
 from broker.cli.simulate import simulate
 from broker.cli.validate import validate
 from broker.cli.workloads import cancel, explain, get, list_, pause, resume, sites, submit, watch
@@ -168,6 +169,7 @@ config.add_command(config_reload)
 for _command in (describe, validate, context, completion):
     cli.add_command(_command)
 cli.add_command(logs)
+cli.add_command(queue)
 cli.add_command(db)
 _add_agent_command()
 

@@ -54,6 +54,7 @@ from .model import (
     TenantPolicy,
     Weights,
 )
+from .queueview import QueueRow
 from .scorers import CostScorer, LoadScorer, LocalityScorer, rank
 
 __all__ = [
@@ -89,6 +90,7 @@ __all__ = [
     "PlacementMetrics",
     "Preempted",
     "PreferenceFilter",
+    "QueueRow",
     "Queued",
     "QuotaFilter",
     "Refused",

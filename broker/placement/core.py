@@ -82,6 +82,7 @@ from .never import NeverJudge
 from .preemption import PassPreemptions, Plan, VictimCost, plan_at_site, victim_cost
 from .pricing import Quote, quote
 from .queue import Entry, ShapeClass, ShapeSize, WorkQueue, dominates, shape_of
+from .queueview import QueueRow
 from .reservations import Allocation, Ledger, QueueKey
 from .scorers import CostScorer, LoadScorer, LocalityScorer, rank
 from .site import SiteView
@@ -223,6 +224,10 @@ class PlacementCore:
 
     def healthy(self, site: str) -> bool:
         return self._site(site).healthy
+
+    @property
+    def fair_share_enabled(self) -> bool:
+        return self._fair.enabled
 
     @property
     def paused(self) -> bool:
@@ -481,6 +486,45 @@ class PlacementCore:
                 more[2] += r.memory_gb_per_replica * r.replicas
             entries = ordered
         return [e.request.workload_id for e in entries]
+
+    def queue_rows(self, tenant: str | None = None, limit: int = 0) -> tuple[list[QueueRow], int]:
+        """The queue in the order the next pass would consider it (``queued_ids``), as rows
+        with what put each where it is; only ``tenant``'s rows if given (at their place in
+        the whole queue), at most ``limit`` (0: all). Returns the rows and how many there
+        were before the limit. What each waits for is built for the rows returned only."""
+        shares: dict[str, float] = {}
+        weight = self._fair.weight
+        rows: list[QueueRow] = []
+        total = 0
+        for position, wid in enumerate(self.queued_ids(), start=1):
+            entry = self._queue.get(wid)
+            assert entry is not None
+            req = entry.request
+            if tenant is not None and req.tenant != tenant:
+                continue
+            total += 1
+            if limit and len(rows) >= limit:
+                continue
+            if req.tenant not in shares:
+                shares[req.tenant] = self._share(req.tenant) if self._fair.enabled else 0.0
+            at = entry.overflow_at
+            rows.append(
+                QueueRow(
+                    position=position,
+                    workload_id=wid,
+                    tenant=req.tenant,
+                    priority=req.priority,
+                    gpus=req.gpus_total,
+                    gpu_model=req.gpu_model,
+                    fair_share=shares[req.tenant],
+                    weight=weight(req.tenant),
+                    preferred=self._ctx.preference(req),
+                    overflow_at=at if at > self._ctx.now and at != math.inf else None,
+                    reason=self._queued_explanation(entry).summary,
+                    preempted=entry.note,
+                )
+            )
+        return rows, total
 
     def next_overflow_at(self) -> float | None:
         """When the next waiting workload's preferred-sites round ends (None: none waits in

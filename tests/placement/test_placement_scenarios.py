@@ -81,7 +81,9 @@ def test_subsidy_pulls_an_eligible_tenant_and_reserves_its_budget():
     assert isinstance(d, Placed) and d.site == "sandy-ridge"
     cp, sr = d.explanation.candidates
     assert cp.reasons == ("subsidy aiss not honoured here",) and cp.terms is None
-    assert sr.terms == ScoreTerms(0.0, pytest.approx(8 * 12 * 38.0 * 0.3), 0.25)
+    assert sr.terms == ScoreTerms(
+        0.0, pytest.approx(8 * 12 * 38.0 * 0.3), 0.25, pytest.approx(8 * 12 * 38.0 * 0.7)
+    )
     # the program's share (2,553.60) is reserved: a second one no longer fits the budget
     d2 = c.submit(req("w2", estimated_hours=12, subsidy="required"))
     assert isinstance(d2, Queued)

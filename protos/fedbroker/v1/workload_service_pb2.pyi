@@ -171,3 +171,51 @@ class LogLines(_message.Message):
     site: str
     lines: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, attempt: _Optional[int] = ..., site: _Optional[str] = ..., lines: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class QueueRequest(_message.Message):
+    __slots__ = ("tenant", "limit")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    limit: int
+    def __init__(self, tenant: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class QueueResponse(_message.Message):
+    __slots__ = ("workloads", "total", "fair_share")
+    WORKLOADS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    FAIR_SHARE_FIELD_NUMBER: _ClassVar[int]
+    workloads: _containers.RepeatedCompositeFieldContainer[QueuedWorkload]
+    total: int
+    fair_share: bool
+    def __init__(self, workloads: _Optional[_Iterable[_Union[QueuedWorkload, _Mapping]]] = ..., total: _Optional[int] = ..., fair_share: _Optional[bool] = ...) -> None: ...
+
+class QueuedWorkload(_message.Message):
+    __slots__ = ("position", "id", "name", "tenant", "priority", "gpus", "gpu_model", "fair_share", "weight", "preferred_sites", "overflow_at", "reason", "preempted")
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    GPU_MODEL_FIELD_NUMBER: _ClassVar[int]
+    FAIR_SHARE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    PREFERRED_SITES_FIELD_NUMBER: _ClassVar[int]
+    OVERFLOW_AT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    PREEMPTED_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    id: str
+    name: str
+    tenant: str
+    priority: int
+    gpus: int
+    gpu_model: str
+    fair_share: float
+    weight: float
+    preferred_sites: _containers.RepeatedScalarFieldContainer[str]
+    overflow_at: _timestamp_pb2.Timestamp
+    reason: str
+    preempted: str
+    def __init__(self, position: _Optional[int] = ..., id: _Optional[str] = ..., name: _Optional[str] = ..., tenant: _Optional[str] = ..., priority: _Optional[int] = ..., gpus: _Optional[int] = ..., gpu_model: _Optional[str] = ..., fair_share: _Optional[float] = ..., weight: _Optional[float] = ..., preferred_sites: _Optional[_Iterable[str]] = ..., overflow_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., preempted: _Optional[str] = ...) -> None: ...

@@ -80,6 +80,11 @@ class WorkloadServiceStub:
                 request_serializer=fedbroker_dot_v1_dot_workload__service__pb2.ListEventsRequest.SerializeToString,
                 response_deserializer=fedbroker_dot_v1_dot_workload__service__pb2.ListEventsResponse.FromString,
                 _registered_method=True)
+        self.Queue = channel.unary_unary(
+                '/fedbroker.v1.WorkloadService/Queue',
+                request_serializer=fedbroker_dot_v1_dot_workload__service__pb2.QueueRequest.SerializeToString,
+                response_deserializer=fedbroker_dot_v1_dot_workload__service__pb2.QueueResponse.FromString,
+                _registered_method=True)
 
 
 class WorkloadServiceServicer:
@@ -146,6 +151,14 @@ class WorkloadServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Queue(self, request, context):
+        """The queue in the order the scheduler will consider it: priority, then tenants by
+        fair share, then age. Tenants see their own rows (at their place); operators all.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkloadServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -193,6 +206,11 @@ def add_WorkloadServiceServicer_to_server(servicer, server):
                     servicer.ListEvents,
                     request_deserializer=fedbroker_dot_v1_dot_workload__service__pb2.ListEventsRequest.FromString,
                     response_serializer=fedbroker_dot_v1_dot_workload__service__pb2.ListEventsResponse.SerializeToString,
+            ),
+            'Queue': grpc.unary_unary_rpc_method_handler(
+                    servicer.Queue,
+                    request_deserializer=fedbroker_dot_v1_dot_workload__service__pb2.QueueRequest.FromString,
+                    response_serializer=fedbroker_dot_v1_dot_workload__service__pb2.QueueResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -438,6 +456,33 @@ class WorkloadService:
             '/fedbroker.v1.WorkloadService/ListEvents',
             fedbroker_dot_v1_dot_workload__service__pb2.ListEventsRequest.SerializeToString,
             fedbroker_dot_v1_dot_workload__service__pb2.ListEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Queue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedbroker.v1.WorkloadService/Queue',
+            fedbroker_dot_v1_dot_workload__service__pb2.QueueRequest.SerializeToString,
+            fedbroker_dot_v1_dot_workload__service__pb2.QueueResponse.FromString,
             options,
             channel_credentials,
             insecure,
