@@ -105,13 +105,17 @@ def _kubernetes_api() -> Any:
     return client.CoreV1Api()
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m broker.k8s_role_label", description=__doc__.splitlines()[0]
     )
     parser.add_argument("address", help="HOST:PORT of the broker's gRPC endpoint (in the same pod)")
     add_tls_options(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     pod, namespace = os.environ.get("POD_NAME"), os.environ.get("POD_NAMESPACE")
     if not pod or not namespace:
@@ -125,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     worker.start()
     while worker.is_alive() and not stop.is_set():
         stop.wait(1.0)
+    # Let the worker close its stream and channel: gRPC aborts an interpreter that exits under
+    # a live call.
+    worker.join(timeout=10)
     return 0
 
 

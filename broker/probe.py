@@ -20,13 +20,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
-def _parse(argv: list[str] | None) -> argparse.Namespace:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m broker.probe", description=__doc__.splitlines()[0])
     parser.add_argument("address", help="HOST:PORT of the broker's gRPC endpoint")
     parser.add_argument("--service", default="", help='the health service name ("" = the server)')
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the answer")
     add_tls_options(parser)
-    return parser.parse_args(argv)
+    return parser
 
 
 def add_tls_options(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +51,7 @@ def health_channel(args: argparse.Namespace) -> grpc.Channel:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse(argv)
+    args = parser().parse_args(argv)
     try:
         channel = health_channel(args)
     except OSError as error:

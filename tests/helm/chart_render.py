@@ -83,7 +83,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                 "clientCaKey": "ca.crt",
                 "probeClientSecretName": "broker-probe-tls",
             },
-            service={"type": "LoadBalancer", "loadBalancerSourceRanges": ["203.0.113.0/24"]},
+            service={"type": "LoadBalancer", "port": 443, "loadBalancerSourceRanges": ["203.0.113.0/24"]},
             networkPolicy={
                 "enabled": True,
                 "metricsFrom": [

@@ -87,7 +87,7 @@ app.kubernetes.io/component: {{ .role }}
 {{- define "fedbroker.agent.config" -}}
 {{- $config := deepCopy .Values.agent.config -}}
 {{- if and (not (hasKey $config "broker")) .Values.broker.enabled -}}
-{{- $_ := set $config "broker" (printf "%s:%d" (include "fedbroker.broker.serviceHost" .) (int .Values.broker.grpcPort)) -}}
+{{- $_ := set $config "broker" (printf "%s:%d" (include "fedbroker.broker.serviceHost" .) (int .Values.broker.service.port)) -}}
 {{- end -}}
 {{- toYaml $config -}}
 {{- end -}}
