@@ -156,8 +156,6 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    if reloader is not None:
-        loop.add_signal_handler(signal.SIGHUP, reloader.request_reload)
     reload_on_hangup(loop, engine, reloader.request_reload if reloader is not None else None)
     await stop.wait()
     log.info("stopping")

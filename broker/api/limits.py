@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,10 +54,11 @@ class _Bucket:
 
 @dataclass(slots=True)
 class SubmitLimiter:
-    """A token bucket per tenant: `submits_per_s` sustained, `submit_burst` at once."""
+    """A token bucket per tenant: `submits_per_s` sustained, `submit_burst` at once. `current`
+    gives the limits in force (a reloaded federation file changes them at once)."""
 
-    limits: Limits
-    clock: object = time.monotonic
+    current: Callable[[], Limits]
+    clock: Callable[[], float] = time.monotonic
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
 
     async def take_or_wait(self, tenant: str) -> None:
@@ -71,11 +73,12 @@ class SubmitLimiter:
 
     def _wait(self, tenant: str) -> float:
         bucket = self._buckets[tenant]
-        return max(0.0, (1.0 - bucket.tokens) / self.limits.submits_per_s)
+        return max(0.0, (1.0 - bucket.tokens) / self.current().submits_per_s)
 
     def take(self, tenant: str) -> None:
-        now: float = self.clock()  # type: ignore[operator]
-        rate, burst = self.limits.submits_per_s, float(self.limits.submit_burst)
+        now = self.clock()
+        limits = self.current()
+        rate, burst = limits.submits_per_s, float(limits.submit_burst)
         bucket = self._buckets.get(tenant)
         if bucket is None:
             bucket = self._buckets[tenant] = _Bucket(burst, now)
@@ -90,7 +93,7 @@ class SubmitLimiter:
         bucket.tokens -= 1.0
 
     def check_queued(self, tenant: str, queued: int) -> None:
-        most = self.limits.queued_per_tenant
+        most = self.current().queued_per_tenant
         if queued >= most:
             raise ResourceExhausted(
                 f"tenant {tenant} has {queued:,} workloads queued, the most allowed ({most:,}); "

@@ -39,7 +39,7 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
     def __init__(self, engine: Engine, auth: Authenticator) -> None:
         self.engine = engine
         self.auth = auth
-        self.limiter = SubmitLimiter(engine.config.limits)
+        self.limiter = SubmitLimiter(lambda: engine.config.limits)
 
     @unary
     async def Submit(
