@@ -132,6 +132,15 @@ def test_the_broker_probes_and_the_role_label(name: str) -> None:
     assert label_args.address == "127.0.0.1:50051"
     assert bool(label_args.ca_file) is tls
     assert {"POD_NAME", "POD_NAMESPACE"} <= set(_env(label))
+    if tls:  # the label container gets the CA, never the broker's private key
+        volumes = {v["name"]: v for v in broker["spec"]["template"]["spec"]["volumes"]}
+        secrets = [
+            volumes[m["name"]]["secret"] for m in label["volumeMounts"] if "secret" in volumes[m["name"]]
+        ]
+        broker_tls = [s for s in secrets if s["secretName"] == "broker-tls"]
+        assert broker_tls == [
+            {"secretName": "broker-tls", "defaultMode": 0o440, "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+        ]
 
 
 def test_the_service_selects_the_active_broker_and_scraping_sees_both() -> None:
