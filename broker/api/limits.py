@@ -46,10 +46,15 @@ def bounded(message: str, limit: int = MAX_ERROR_CHARS) -> str:
     return message if len(message) <= limit else message[: limit - 15] + " ... (cut)"
 
 
+# The longest a refused submit is held before its answer (a client's deadline is longer).
+HOLD_MAX_S = 1.0
+
+
 @dataclass(slots=True)
 class _Bucket:
     tokens: float
     at: float
+    held: int = 0  # refused callers not yet answered
 
 
 @dataclass(slots=True)
@@ -62,18 +67,21 @@ class SubmitLimiter:
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
 
     async def take_or_wait(self, tenant: str) -> None:
-        """`take`, but a refused caller is answered only after the time it should wait (at most
-        a second): a flooder that waits for its answers is slowed to the rate it is allowed,
-        instead of costing the broker a refusal per round trip (broker/api/limits.py)."""
+        """`take`, but a refused caller is answered only after its turn would have come, each
+        held caller counted (at most HOLD_MAX_S): N callers that each wait for their answer
+        are slowed to the tenant's rate together, instead of costing the broker a refusal per
+        round trip each. Holding costs a sleeping coroutine, not the engine."""
         try:
             self.take(tenant)
         except ResourceExhausted as refused:
-            await asyncio.sleep(min(self._wait(tenant), 1.0))
+            bucket = self._buckets[tenant]
+            bucket.held += 1
+            try:
+                turn = (bucket.held - bucket.tokens) / self.current().submits_per_s
+                await asyncio.sleep(min(max(turn, 0.0), HOLD_MAX_S))
+            finally:
+                bucket.held -= 1
             raise refused from None
-
-    def _wait(self, tenant: str) -> float:
-        bucket = self._buckets[tenant]
-        return max(0.0, (1.0 - bucket.tokens) / self.current().submits_per_s)
 
     def take(self, tenant: str) -> None:
         now = self.clock()
