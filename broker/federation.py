@@ -32,6 +32,7 @@ def placement_federation(
                 quota_gpus=t.quota_gpus,
                 home_site=t.home_site,
                 fair_share_weight=t.fair_share_weight,
+                max_hkd_per_month=t.max_hkd_per_month,
             )
             for t in config.tenants
         ),

@@ -35,15 +35,12 @@ class Pending:
     opened: dict[str, Reservation] = field(default_factory=dict)
     closed: set[tuple[str, int]] = field(default_factory=set)
     budget_used: dict[str, Decimal] = field(default_factory=dict)  # tenant -> held + spent change
-    cap_used: dict[str, Decimal] = field(default_factory=dict)  # tenant -> this month's change
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
         tenant = row["tenant"]
         used = row["held_program_hkd"] + (row["program_hkd"] if row["kind"] == ledger.SETTLE else ZERO)
-        capped = row["held_tenant_hkd"] + (row["tenant_hkd"] if row["kind"] == ledger.SETTLE else ZERO)
         self.budget_used[tenant] = self.budget_used.get(tenant, ZERO) + used
-        self.cap_used[tenant] = self.cap_used.get(tenant, ZERO) + capped
         if row["kind"] == ledger.RESERVE:
             self.opened[row["workload_id"]] = ledger.reservation_of(row)
         else:
@@ -201,18 +198,14 @@ class Cashier:
             )
         return out
 
-    def over_cap(self, tenant: str, cheapest_tenant_hkd: Decimal, now: float) -> str | None:
-        """Why a workload whose cheapest tenant share is this would cross the tenant's monthly cap."""
-        cap = self._caps.get(tenant)
-        if cap is None:
-            return None
-        used = self.balance(tenant).cap_used(ledger.month_of(now))
-        if used + cheapest_tenant_hkd <= cap:
-            return None
-        return (
-            f"monthly spend cap: the tenant would pay at least HK${ledger.cents(cheapest_tenant_hkd)}, "
-            f"HK${ledger.cents(max(ZERO, cap - used))} of its HK${cap} for {ledger.month_of(now)} is left"
-        )
+    def month_paid(self, tx: object, month: str) -> dict[str, Decimal]:
+        """What each capped tenant paid itself in `month` (UTC), with this cycle's settlements:
+        the placement core's spend caps count from it (broker/placement/filters.py)."""
+        paid = {t: self.balance(t).paid_tenant.get(month, ZERO) for t in self._caps}
+        for row in self.pending(tx).rows if tx is not None else ():
+            if row["kind"] == ledger.SETTLE and row["tenant"] in paid and ledger.month_of(row["at"]) == month:
+                paid[row["tenant"]] += row["tenant_hkd"]
+        return paid
 
     def committed(self, tx: object) -> None:
         """After the commit that stored `tx`'s rows: the book takes them."""

@@ -63,6 +63,7 @@ def rebuild(
         book=book,
     )
     tx = Tx()
+    state.follow_month(None)  # what each tenant paid this month, for spend caps
     core.set_paused(bool(stored.settings.get("paused")))
     for row in stored.sites:
         link = links.get(row.name)
@@ -75,10 +76,6 @@ def rebuild(
             log.error("ignored the stored inventory of site %s: %s", row.name, error)
             continue
         link.stored = (nodes, tuple(row.datasets), frozenset(row.running))
-    for link in links.values():
-        # Whatever the agent said last is re-read in full from its next report.
-        link.last_inventory, link.settled = None, False
-        core.set_healthy(link.name, link.name in healthy)
     restored = quarantined = 0
     for row in stored.unfinished:
         try:
@@ -87,6 +84,13 @@ def rebuild(
         except Exception as error:  # one bad row must not keep the broker from starting
             _quarantine(state, tx, row, error)
             quarantined += 1
+    for link in links.values():
+        # Whatever the agent said last is re-read in full from its next report.
+        link.last_inventory, link.settled = None, False
+        # Health only now: while every site counted unhealthy, queued work went back in the
+        # queue unplaced; the next cycle's pass places what fits, with its rows and assignment
+        # (placed in the core here, it would have had neither).
+        core.set_healthy(link.name, link.name in healthy)
     _release_orphans(state, tx)
     if restored:
         log.info("recovered %d unfinished workloads from the store", restored)
@@ -107,7 +111,12 @@ def _restore(state: BrokerState, tx: Tx, row: Any) -> None:
         if held is not None and held.attempt == row.attempt and held.site == row.site:
             when = row.started_at or row.updated_at
             state.core.restore(
-                request, row.site, row.nodes, placed_at=when, program_hkd=float(held.program_hkd)
+                request,
+                row.site,
+                row.nodes,
+                placed_at=when,
+                program_hkd=float(held.program_hkd),
+                tenant_hkd=float(held.tenant_hkd),
             )
         else:  # placed before the ledger existed: priced now, and its reservation written
             state.core.restore(request, row.site, row.nodes, placed_at=row.started_at or row.updated_at)

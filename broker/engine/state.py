@@ -42,7 +42,7 @@ from broker.engine.records import Assign, CancelAttempt, Event, LiveWorkload, We
 from broker.engine.tx import Tx
 from broker.errors import FailedPrecondition, InvalidArgument
 from broker.federation import check_references, placement_request
-from broker.ledger import SETTLE, Book
+from broker.ledger import SETTLE, Book, month_of
 from broker.lifecycle import ACTIVE, CANCELLED, FAILED, PLACED, QUEUED, RUNNING, SUCCEEDED, TERMINAL
 
 log = logging.getLogger("fedbroker.broker")
@@ -78,6 +78,7 @@ class BrokerState:
         self.backing_off: dict[str, LiveWorkload] = {}
         self.next_seq = next_seq
         self.next_event = next_event
+        self.month = ""  # the calendar month the core's spend caps count (`follow_month`)
 
     # ------------------------------------------------------------------ tenants and operators
 
@@ -85,9 +86,6 @@ class BrokerState:
         problems = check_references(self.config, cmd.spec)
         if problems:
             raise InvalidArgument("spec: " + "; ".join(problems))
-        capped = self._over_cap(cmd.tenant, cmd.spec)
-        if capped is not None:
-            raise FailedPrecondition(capped)
         wid = new_workload_id()
         request = placement_request(wid, cmd.tenant, cmd.spec, self.next_seq, submitted_at=self.wall())
         decision = self.core.submit(request, now=request.submitted_at)
@@ -165,15 +163,6 @@ class BrokerState:
             eligible=eligible,
             now=self.wall(),
         )
-
-    def _over_cap(self, tenant: str, spec: Any) -> str | None:
-        """The tenant's monthly spend cap, checked at submit against the cheapest site's estimate."""
-        if next((t for t in self.config.tenants if t.name == tenant and t.max_hkd_per_month), None) is None:
-            return None
-        quotes = self.quotes(tenant, spec, {"candidates": []})
-        if not quotes:
-            return None
-        return self.money.over_cap(tenant, min(q["tenant_hkd"] for q in quotes), self.wall())
 
     def reload(self, tx: Tx, cmd: c.Reload) -> reloading.ReloadResult:
         """Check a new config against the running work; the engine swaps it after the commit."""
@@ -323,6 +312,15 @@ class BrokerState:
                     gpus = workload.request.gpus_per_replica
                     release_lost_attempt(self.core, tx, link, workload.id, lost_nodes, gpus)
         self._release_due(tx)
+        self.follow_month(tx)
+
+    def follow_month(self, tx: Tx | None) -> None:
+        """Spend caps are per calendar month (UTC): when one begins, the core is told what each
+        tenant has paid in it (nothing, mostly), and work that waited on its cap is looked at again."""
+        month = month_of(self.wall())
+        if month != self.month:
+            self.month = month
+            self.core.new_month({t: float(v) for t, v in self.money.month_paid(tx, month).items()})
 
     def schedule(self, tx: Tx) -> int:
         """One queue pass: place what now fits (the core skips a pass when nothing changed);
@@ -487,8 +485,8 @@ class BrokerState:
             workload.started_at = None
             tx.touch(workload)
         row = self.money.close(tx, workload.id, workload.attempt, ran, now, why)
-        if row is not None and row["kind"] == SETTLE and row["program_hkd"]:
-            self.core.spend(workload.tenant, float(row["program_hkd"]))
+        if row is not None and row["kind"] == SETTLE and row["total_hkd"]:
+            self.core.spend(workload.tenant, float(row["program_hkd"]), float(row["tenant_hkd"]))
 
     def _requeue_lost(self, tx: Tx, site: str, seen: set[str], last_report: float | None) -> None:
         """Attempts the site took but its (restarted) agent no longer knows were lost with it:

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import NamedTuple
 
@@ -288,13 +288,15 @@ class PlacementCore:
         *,
         placed_at: float | None = None,
         program_hkd: float | None = None,
+        tenant_hkd: float | None = None,
     ) -> None:
         """After a broker restart: a workload already placed or running at ``site`` on
         ``nodes`` takes back its quota, its budget share (if still covered) and, unless the
         site's latest report lists it running, its GPU reservation. Idempotent.
         ``placed_at``: when it was placed or started (what a preemption would waste).
         ``program_hkd``: the budget share it held when placed (the broker's ledger row), so a
-        restart gives every workload back its own reservation; else priced again now."""
+        restart gives every workload back its own reservation; else priced again now.
+        ``tenant_hkd``: likewise, the tenant's share it holds against its spend cap."""
         _validate(request)
         view = self._site(site)
         if len(nodes) != request.replicas:
@@ -314,9 +316,10 @@ class PlacementCore:
         else:
             key = self._next_key(request)
         program = None if request.subsidy == "none" else self._ctx.program_of(request.tenant)
-        if program_hkd is None:
-            left = self._ledger.budget_left(request.tenant)
-            program_hkd = quote(view.config, request, program, left).program_hkd
+        if program_hkd is None or tenant_hkd is None:
+            priced = quote(view.config, request, program, self._ledger.budget_left(request.tenant))
+            program_hkd = priced.program_hkd if program_hkd is None else program_hkd
+            tenant_hkd = priced.tenant_hkd if tenant_hkd is None else tenant_hkd
         candidates = tuple(
             Candidate(s.name, True, (), 0.0, None)
             if s.name == site
@@ -325,7 +328,9 @@ class PlacementCore:
         )
         expl = Explanation(wid, site, candidates, R.RESTORED.format(site=site))
         when = self._ctx.now if placed_at is None else placed_at
-        alloc = Allocation(request, site, tuple(nodes), program_hkd, expl, key, placed_at=when)
+        alloc = Allocation(
+            request, site, tuple(nodes), program_hkd, expl, key, placed_at=when, tenant_hkd=tenant_hkd
+        )
         alloc.gpus_reserved = wid not in view.running
         self._ledger.add(alloc, view.capacity)
 
@@ -364,6 +369,7 @@ class PlacementCore:
             available = self._ledger.budget_left(req.tenant) + (alloc.program_hkd if reserved else 0.0)
             paid = min(cost * program.rate, available)
             self._ledger.spend(req.tenant, paid)
+        self._ledger.paid(req.tenant, cost - paid)
         return Charge(
             workload_id=workload_id,
             tenant=req.tenant,
@@ -381,10 +387,20 @@ class PlacementCore:
     def budget_left(self, tenant: str) -> float:
         return self._ledger.budget_left(tenant)
 
-    def spend(self, tenant: str, amount_hkd: float) -> None:
+    def spend(self, tenant: str, amount_hkd: float, tenant_hkd: float = 0.0) -> None:
         """The broker settled an attempt (its ledger, in decimals): the program paid this much
-        for good. Use instead of ``charge`` when the broker does the arithmetic itself."""
+        for good, and the tenant ``tenant_hkd`` this month (its spend cap). Use instead of
+        ``charge`` when the broker does the arithmetic itself."""
         self._ledger.spend(tenant, amount_hkd)
+        self._ledger.paid(tenant, tenant_hkd)
+
+    def new_month(self, paid_hkd: Mapping[str, float]) -> None:
+        """A calendar month began (or the broker started): what each tenant has paid itself in
+        it so far (the core has no calendar; the broker's ledger says). Spend caps count from it."""
+        paid = {t: v for t, v in paid_hkd.items() if v > 0}
+        if paid != self._ledger.month_paid:
+            self._ledger.month_paid = paid
+            self._dirty = True  # work waiting on a cap may fit now
 
     def subsidy_held(self, workload_id: str) -> float | None:
         """The budget share a placed workload holds (0: placed unsubsidised); None if not placed."""
@@ -1008,6 +1024,7 @@ class PlacementCore:
             decision.explanation,
             key,
             placed_at=self._ctx.now,
+            tenant_hkd=out.quote.tenant_hkd,
         )
         self._accrue()
         self._ledger.add(alloc, out.site.capacity)
@@ -1089,7 +1106,7 @@ class PlacementCore:
         return (-request.priority, request.seq, self._arrivals)
 
     def _entry(self, request: Request, key: QueueKey) -> Entry:
-        klass, size = shape_of(request)
+        klass, size = shape_of(request, self._ledger.policy(request.tenant).max_hkd_per_month is not None)
         kid = self._klass_ids.setdefault(klass, len(self._klass_ids))
         sid = self._shape_ids.setdefault((kid, size), len(self._shape_ids))
         cap = (request.gpu_model, *size[:4])

@@ -20,7 +20,7 @@ from typing import Protocol
 
 from . import reasons as R
 from .model import Request, SubsidyProgram
-from .pricing import quote
+from .pricing import BUDGET_EPS, quote
 from .reservations import Ledger
 from .site import SiteView
 
@@ -207,6 +207,33 @@ class SubsidyBudgetFilter:
         return R.SUBSIDY_BUDGET.format(left=left, needed=q.needed_hkd)
 
 
+class SpendCapFilter:
+    """A tenant's monthly cap on what it pays itself (``max_hkd_per_month``): its share of the
+    estimate here (after subsidy, as the cost score prices it), on top of what it paid this
+    month and holds for placed work, must fit. Hypothetically (the refusal rule) only the
+    estimate counts: a month with nothing spent comes."""
+
+    name = R.SPEND_CAP_KEY
+    final = False
+
+    def __init__(self, ctx: FilterContext) -> None:
+        self._ctx = ctx
+
+    def check(self, site: SiteView, request: Request) -> str | None:
+        ctx = self._ctx
+        cap = ctx.ledger.policy(request.tenant).max_hkd_per_month
+        if cap is None:
+            return None
+        program = ctx.program_of(request.tenant)
+        needed = quote(site.config, request, program, ctx.budget_left(request.tenant)).tenant_hkd
+        if ctx.hypothetical:
+            return None if needed <= cap + BUDGET_EPS else R.SPEND_CAP_NEVER.format(needed=needed, cap=cap)
+        used = ctx.ledger.cap_used(request.tenant)
+        if used + needed <= cap + BUDGET_EPS:
+            return None
+        return R.SPEND_CAP.format(cap=cap, used=used, needed=needed)
+
+
 class HeldFilter:
     """GPUs held for an older (or higher-priority) starving gang are not for later work."""
 
@@ -292,6 +319,7 @@ def default_filters(ctx: FilterContext) -> tuple[Filter, ...]:
         SubsidyProgramFilter(ctx),  # subsidy: required -> approved and honoured here
         QuotaFilter(ctx),  # tenant-wide: same answer at every site
         SubsidyBudgetFilter(ctx),  # subsidy: required -> the remaining budget covers it
+        SpendCapFilter(ctx),  # the tenant's monthly cap on what it pays itself
         HeldFilter(ctx),  # anti-starvation: GPUs kept for a long-waiting gang
         GangFitFilter(ctx),  # the expensive one: whole gang on real nodes, replica by replica
     )

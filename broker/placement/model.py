@@ -47,6 +47,8 @@ class TenantPolicy:
     quota_gpus: int | None = None  # None = unlimited
     home_site: str | None = None  # preferred for its work that names no `prefer` of its own
     fair_share_weight: float = 1.0  # a tenant of weight 2 is entitled to twice the share
+    # A monthly cap on what the tenant pays itself (None: no cap); see filters.SpendCapFilter.
+    max_hkd_per_month: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,11 +27,12 @@ ShapeClass = tuple[str, str, str, tuple[str, ...], str, tuple[str, ...]]
 ShapeSize = tuple[int, int, float, float, float]  # gpus/replica, replicas, cpus, mem, hours
 
 
-def shape_of(request: Request) -> tuple[ShapeClass, ShapeSize]:
+def shape_of(request: Request, capped: bool = False) -> tuple[ShapeClass, ShapeSize]:
     """(class, size): requests of one class are comparable; a larger size fits no better.
 
     The tenant is in the class because quota and budget are per tenant; estimated hours
-    only matter (to the budget) when subsidy is required. Preferred sites are in it because
+    only matter to the budget when subsidy is required, and to a spend cap (``capped``: the
+    tenant has one) always. Preferred sites are in it because
     they decide the candidates; whether a workload is still in their round is added by the
     pass (it depends on the time).
     """
@@ -43,7 +44,7 @@ def shape_of(request: Request) -> tuple[ShapeClass, ShapeSize]:
         request.subsidy,
         request.prefer,
     )
-    hours = request.estimated_hours if request.subsidy == "required" else 0.0
+    hours = request.estimated_hours if capped or request.subsidy == "required" else 0.0
     size = (
         request.gpus_per_replica,
         request.replicas,

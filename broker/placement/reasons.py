@@ -19,6 +19,7 @@ GANG_FIT = "gang_fit"
 HELD = "held"
 PAUSED_KEY = "paused"
 PREFERENCE = "preference"
+SPEND_CAP_KEY = "spend_cap"
 
 # --- per-candidate reasons (dynamic: may change as the federation changes) ---
 UNHEALTHY = "agent not healthy"
@@ -37,11 +38,17 @@ GANG_NO_BLOCK = "needs {shape} on single nodes; largest free block is {largest}"
 GANG_PARTIAL = "needs {shape} on single nodes; room for {fit} of {replicas}"
 GPUS_HELD = "{model} GPUs held for {holder}, which has waited {passes} passes"
 GPUS_NOMINATED = "{model} GPUs held for {holder}, which preempted work here and waits for it to stop"
+# What the tenant pays itself (paid this month, held for placed work, this estimate's share).
+SPEND_CAP = (
+    "monthly spend cap HK$ {cap:,.2f}: HK$ {used:,.2f} paid or held this month; "
+    "the tenant's share here needs HK$ {needed:,.2f}"
+)
 NOT_PREFERRED_YET = "not a preferred site: round 1 of 2 (only {preferred}) until {at}"
 
 # --- "never" reasons: judged with the site empty and healthy (used for Refused) ---
 QUOTA_NEVER = "needs {needed} GPUs; tenant quota is {quota}"
 GANG_NEVER_NODE = "needs {shape} on single nodes; largest node has {largest}"
+SPEND_CAP_NEVER = "the tenant's share here, HK$ {needed:,.2f}, exceeds its monthly spend cap HK$ {cap:,.2f}"
 GANG_NEVER_PARTIAL = "needs {shape} on single nodes; room for {fit} of {replicas} even when empty"
 
 # --- preemption (in a victim's events and explanation) ---

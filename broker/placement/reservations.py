@@ -1,7 +1,8 @@
 """Reservations of placed workloads: GPUs on nodes, CPUs/memory, tenant quota and budget.
 
 Lifecycle of one placement (an ``Allocation``):
-  placed/restored -> GPUs reserved on its nodes, CPUs/memory held, quota and budget taken;
+  placed/restored -> GPUs reserved on its nodes, CPUs/memory held, quota and budget taken,
+      the tenant's share of its estimate held against its monthly spend cap;
   a report lists it running -> GPU reservation dropped (the agent's ``gpus_allocated`` now
       counts them), everything else kept;
   finish / cancel / requeue -> everything still held is released.
@@ -31,6 +32,7 @@ class Allocation:
     key: QueueKey  # kept so a requeue goes back to its original place
     gpus_reserved: bool = True  # False once a report lists the workload running
     placed_at: float = 0.0  # the core's time at placement: what a preemption would waste
+    tenant_hkd: float = 0.0  # the tenant's share of the estimate, held against its spend cap
 
 
 class Ledger:
@@ -44,6 +46,10 @@ class Ledger:
         self.cpus_in_use: dict[str, float] = {}
         self.memory_in_use: dict[str, float] = {}
         self.budget_reserved: dict[str, float] = {}  # tenant -> HK$ reserved for subsidy
+        # Spend caps: tenant -> HK$ it holds for placed work (its estimates' shares), and what it
+        # paid this calendar month (data from the broker's ledger; the core has no calendar).
+        self.cap_held: dict[str, float] = {}
+        self.month_paid: dict[str, float] = {}
 
     def policy(self, tenant: str) -> TenantPolicy:
         """The tenant's policy; an unknown tenant has no program, no budget, no quota."""
@@ -56,6 +62,15 @@ class Ledger:
         """Money the program has paid: it leaves the tenant's budget for good."""
         policy = self.policy(tenant)
         self._tenants[tenant] = replace(policy, budget_hkd=max(0.0, policy.budget_hkd - amount_hkd))
+
+    def paid(self, tenant: str, amount_hkd: float) -> None:
+        """Money the tenant paid itself this month: it counts against its spend cap."""
+        if amount_hkd > 0:
+            self.month_paid[tenant] = self.month_paid.get(tenant, 0.0) + amount_hkd
+
+    def cap_used(self, tenant: str) -> float:
+        """What counts against the tenant's monthly spend cap: paid this month, and held."""
+        return self.month_paid.get(tenant, 0.0) + self.cap_held.get(tenant, 0.0)
 
     def held(self, tenant: str) -> tuple[float, float, float]:
         """GPUs, CPUs and memory GB the tenant's placed workloads hold."""
@@ -82,6 +97,8 @@ class Ledger:
             self.memory_in_use[t] = self.memory_in_use.get(t, 0.0) + req.memory_gb_per_replica * n
         if alloc.program_hkd:
             self.budget_reserved[t] = self.budget_reserved.get(t, 0.0) + alloc.program_hkd
+        if alloc.tenant_hkd:
+            self.cap_held[t] = self.cap_held.get(t, 0.0) + alloc.tenant_hkd
         self.allocations[req.workload_id] = alloc
 
     def drop_gpus(self, alloc: Allocation, capacity: SiteCapacity) -> None:
@@ -109,6 +126,9 @@ class Ledger:
         if alloc.program_hkd:
             left = self.budget_reserved[t] - alloc.program_hkd
             self.budget_reserved[t] = 0.0 if left < BUDGET_EPS else left
+        if alloc.tenant_hkd:
+            left = self.cap_held[t] - alloc.tenant_hkd
+            self.cap_held[t] = 0.0 if left < BUDGET_EPS else left
         return alloc
 
     @staticmethod

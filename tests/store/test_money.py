@@ -311,17 +311,69 @@ def test_a_reload_that_removes_a_site_with_running_work_is_refused(db_url: str, 
     run(db_url, scenario, money_federation())
 
 
-def test_a_monthly_spend_cap_refuses_what_would_cross_it_and_counts_held_work(db_url: str) -> None:
+CAP_WAIT = "monthly spend cap HK$ 700.00: HK$ 640.00 paid or held this month"
+
+
+def test_a_monthly_spend_cap_queues_what_would_cross_it_and_a_reload_raising_it_lets_it_run(
+    db_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "federation.yaml"
+
     async def scenario(h: Harness) -> None:
+        h.engine.config_path = path
         await h.connect(count=4)
         # unsubsidised at 8 x 1 h x 40 = 320 each: a cap of 700 takes two, not a third
         for i in range(2):
-            await h.submit(name=f"ok{i}", subsidy="none", estimated_hours=1)
-        with pytest.raises(FailedPrecondition, match="monthly spend cap"):
-            await h.submit(name="third", subsidy="none", estimated_hours=1)
+            assert (await h.submit(name=f"ok{i}", subsidy="none", estimated_hours=1)).state == "PLACED"
+        third = await h.submit(name="third", subsidy="none", estimated_hours=1)
+        assert third.state == "QUEUED"
+        assert third.message.startswith(f"waiting: {CAP_WAIT}; the tenant's share here needs HK$ 320.00")
+        explained = await h.engine.explain(third.id, TENANT)
+        assert CAP_WAIT in explained["summary"]
         budgets = (await h.engine.usage(TENANT))[1]
         assert (budgets[0]["cap_hkd"], budgets[0]["cap_used_hkd"]) == (Decimal("700.0"), Decimal("640"))
         quoted = h.engine.quote(TENANT, h_spec(subsidy="none", estimated_hours=1))[1]
         assert quoted[0]["cap_left_after_hkd"] == Decimal("-260.00")
+        # the estimate alone is over the cap at every site: it can never fit, refused at submit
+        with pytest.raises(FailedPrecondition, match=r"exceeds its monthly spend cap HK\$ 700\.00"):
+            await h.submit(name="never", subsidy="none", estimated_hours=3)
+        path.write_text(yaml.safe_dump(money_federation(max_hkd_per_month=1000.0).model_dump(mode="json")))
+        assert (await h.engine.reload_config("operator sre")).reloaded
+        await h.settle()
+        assert (await h.get(third.id)).state == "PLACED"
+        check_books(await rows(h), h.engine.config)
 
     run(db_url, scenario, money_federation(max_hkd_per_month=700.0))
+
+
+def test_work_waiting_on_the_monthly_cap_runs_when_the_next_month_begins_across_a_restart(
+    db_url: str,
+) -> None:
+    clock = Clock(wall_now=2_671_200.0)  # 1970-01-31 22:00 UTC
+    ids: list[str] = []
+
+    async def january(h: Harness) -> None:
+        await h.connect(count=4)
+        for name in ("a", "b", "c"):
+            ids.append((await h.submit(name=name, subsidy="none", estimated_hours=1)).id)
+        for wid in ids[:2]:
+            await h.update(wid, 1, "RUNNING")
+        h.clock.wall_now += 3600
+        for wid in ids[:2]:
+            await h.update(wid, 1, "SUCCEEDED")  # paid 320 each in January
+        assert CAP_WAIT in (await h.get(ids[2])).message
+
+    async def february(h: Harness) -> None:
+        await h.connect(count=4)
+        # restarted on January 31: what was paid this month still counts
+        assert (await h.get(ids[2])).state == "QUEUED"
+        assert CAP_WAIT in (await h.engine.explain(ids[2], TENANT))["summary"]
+        h.clock.wall_now += 3700  # 1970-02-01 00:01:40 UTC
+        await h.settle()
+        assert (await h.get(ids[2])).state == "PLACED"
+        budgets = (await h.engine.usage(TENANT))[1]
+        assert (budgets[0]["month"], budgets[0]["cap_used_hkd"]) == ("1970-02", Decimal("320"))
+
+    config = money_federation(max_hkd_per_month=700.0)
+    run(db_url, january, config, clock)
+    run(db_url, february, config, clock)
