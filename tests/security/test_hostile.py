@@ -245,9 +245,21 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
 )
 
 
+# The same inside a field that takes any value: before, 10 s and a 29.7 MB spec built.
+RUNTIME_ENV_BOMB = (
+    "name: bomb\nbackend: ray\nresources: {gpus_per_replica: 1, gpu_model: H800}\n"
+    "ray:\n  entrypoint: x\n  runtime_env:\n    env_vars:\n"
+    + "      a: &a [x, x, x, x, x, x, x, x, x]\n"
+    + "".join(
+        f"      {chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(6)
+    )
+)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
+        (RUNTIME_ENV_BOMB, "its aliases expand to more than 100,000 values"),
         ("name: " + "[" * 3000 + "]" * 3000, "nested deeper than 64 levels"),
         (
             "".join("  " * i + f"k{i}:\n" for i in range(200)) + "  " * 200 + "x: 1\n",
