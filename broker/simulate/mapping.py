@@ -15,6 +15,7 @@ tenants:                 # every tenant named below must be in federation.yaml
     home: cyberport      # where it runs without federation (the home-site baseline)
     subsidy_share: 0.9   # share of its jobs that ask for subsidy, drawn per job from the seed
     datasets: {cantonese-speech: 0.5}   # chance that a job reads it, drawn per job
+    priorities: {1: 0.05}                # chance of each priority (else 0), drawn per job
 clusters:                # the trace's cluster column -> tenant, or tenant -> share of jobs
   cluster04: lion-rock-ai
   openb: {lion-rock-ai: 0.6, harbour-robotics: 0.4}
@@ -56,6 +57,9 @@ class TenantMapping(_Strict):
     home: str
     subsidy_share: Share = 1.0
     datasets: dict[str, Share] = {}
+    # priority -> chance that a job has it (the rest: priority 0). Traces carry no priorities;
+    # this gives some jobs one, so the federation's priority classes (preemption) have work.
+    priorities: dict[int, Share] = {}
 
 
 class Mapping(_Strict):
@@ -109,6 +113,8 @@ def check_mapping(mapping: Mapping, config: FederationConfig) -> list[str]:
         problems += [
             f"tenants.{name}.datasets.{d}: unknown dataset {d!r}" for d in tmap.datasets if d not in datasets
         ]
+        if sum(tmap.priorities.values()) > 1 + 1e-9:
+            problems.append(f"tenants.{name}.priorities: the chances add up to more than 1")
     for cluster in mapping.clusters:
         for tenant, _ in mapping.tenant_shares(cluster):
             if tenant not in mapping.tenants:

@@ -46,6 +46,10 @@ def summarise(run: Run) -> dict[str, Any]:
         # multi-node gangs are what anti-starvation holds protect: their tail, apart
         "gang_jobs": len(run.gang_waits_s),
         "gang_wait_p95_min": percentile(sorted(run.gang_waits_s), 95) / minutes,
+        # work of a priority above 0 (the mapping's `priorities`): what preemption is for
+        "urgent_jobs": len(run.urgent_waits_s),
+        "urgent_wait_p95_min": percentile(sorted(run.urgent_waits_s), 95) / minutes,
+        "preempted": run.preempted,
         "utilisation": {
             site: (run.busy_gpu_s[site] / (gpus * makespan_s) if gpus and makespan_s else 0.0)
             for site, gpus in run.gpus_total.items()

@@ -11,6 +11,9 @@ for all, and only the choice of site differs:
   (the federation's half-life and weights).
 - ``fedbroker-overflow``: fair share, and each job prefers its tenant's home site for the
   federation's ``overflow_after_s`` before another site may take it.
+- ``fedbroker-preemption``: fair share, home site first, and preemption: the federation's
+  priority classes with ``preempt`` take back lower-priority running work (the victims
+  restart from the beginning when placed again). Every other policy runs without it.
 - ``home-site``: each tenant pinned to its home site (no federation).
 - ``least-loaded``: the core ranking by the load term alone (weights 0/0/1), so queued work
   also goes to the least-loaded site that has room when it frees up.
@@ -35,6 +38,7 @@ POLICIES = (
     "fedbroker",
     "fedbroker-fairshare",
     "fedbroker-overflow",
+    "fedbroker-preemption",
     "home-site",
     "round-robin",
     "least-loaded",
@@ -66,8 +70,9 @@ class Fedbroker:
         return configured
 
     def federation(self, configured: Federation) -> Federation:
-        # The baselines all queue first come first served, as fedbroker did before fair share.
-        return replace(configured, fair_share=replace(configured.fair_share, enabled=False))
+        # The baselines all queue first come first served and never preempt, as fedbroker
+        # did before issue 13.
+        return _queue_policy(configured, fair_share=False, preemption=False)
 
     def route(self, job: SimJob, core: PlacementCore) -> Request:
         return job.request
@@ -77,8 +82,7 @@ class FairShare(Fedbroker):
     name = "fedbroker-fairshare"
 
     def federation(self, configured: Federation) -> Federation:
-        policy = configured.fair_share
-        return replace(configured, fair_share=FairSharePolicy(True, policy.half_life_s))
+        return _queue_policy(configured, fair_share=True, preemption=False)
 
 
 class Overflow(FairShare):
@@ -86,6 +90,21 @@ class Overflow(FairShare):
 
     def route(self, job: SimJob, core: PlacementCore) -> Request:
         return replace(job.request, prefer=(job.home,))
+
+
+class Preemption(Overflow):
+    name = "fedbroker-preemption"
+
+    def federation(self, configured: Federation) -> Federation:
+        return _queue_policy(configured, fair_share=True, preemption=True)
+
+
+def _queue_policy(configured: Federation, *, fair_share: bool, preemption: bool) -> Federation:
+    """The federation with fair share on or off (the config's half-life) and its priority
+    classes' preemption kept or dropped."""
+    policy = FairSharePolicy(fair_share, configured.fair_share.half_life_s)
+    preempting = configured.preempting_priorities if preemption else frozenset()
+    return replace(configured, fair_share=policy, preempting_priorities=preempting)
 
 
 class HomeSite(Fedbroker):
@@ -171,6 +190,8 @@ def make_policy(name: str, sites: Sequence[str], seed: int) -> Policy:
         return FairShare()
     if name == "fedbroker-overflow":
         return Overflow()
+    if name == "fedbroker-preemption":
+        return Preemption()
     if name == "home-site":
         return HomeSite()
     if name == "least-loaded":

@@ -4,11 +4,17 @@ One event heap of completions, merged with the arrivals (already in submit order
 instant, in order:
   1. completions: the core charges each attempt (``charge``) and releases it (``finish``);
   2. if anything finished, or a waiting job's overflow time came (its preferred sites'
-     round is over), one queue pass (``schedule``): queued work is placed by the core in
-     its queue order, as the broker's scheduling cycle does; nothing else can make room,
-     so the core is asked only then;
+     round is over), one queue pass (``schedule_pass``): queued work is placed by the core
+     in its queue order, as the broker's scheduling cycle does; nothing else can make
+     room, so the core is asked only then;
   3. arrivals: each is routed by the policy and submitted (placed now, queued or refused);
+     if one of a priority that may preempt queued, one more pass (it may take back
+     lower-priority running work);
   4. one sample of the queue length and the GPUs in use per site, for the plot.
+
+A preempted job is charged for what it ran, stops at once, and waits in the queue again;
+when placed again it runs its whole duration again (the work is lost, as in a cancel).
+A job's wait is all its time in the queue, before and after a preemption.
 
 A site's inventory is reported once, empty, at the start, and every site stays healthy;
 the core's reservations then stand for the running work (no agent reports running lists),
@@ -59,9 +65,11 @@ class Run:
     submitted: int = 0
     refused: int = 0
     completed: int = 0
-    waits_s: list[float] = field(default_factory=list)  # per placed job
+    waits_s: list[float] = field(default_factory=list)  # per completed job: its time queued
     tenant_waits_s: dict[str, list[float]] = field(default_factory=dict)  # the same, per tenant
     gang_waits_s: list[float] = field(default_factory=list)  # the same, for multi-node gangs only
+    urgent_waits_s: list[float] = field(default_factory=list)  # the same, for priority above 0
+    preempted: int = 0  # running jobs taken back for higher-priority work
     starts: dict[str, tuple[str, float]] = field(default_factory=dict)  # workload -> (site, start)
     refused_ids: list[str] = field(default_factory=list)
     jct_s: list[float] = field(default_factory=list)  # per completed job: submit to end
@@ -118,8 +126,11 @@ def replay(
     tl = run.timeline
     tl.busy = {s: array("d") for s in sites}
     by_id = {job.request.workload_id: job for job in jobs}
-    running: dict[str, tuple[str, float]] = {}  # workload -> (site, hold seconds)
+    running: dict[str, tuple[str, float, float]] = {}  # workload -> (site, hold seconds, end)
     heap: list[tuple[float, int, str]] = []  # (end, index, workload): index breaks ties
+    waited: dict[str, float] = {}  # workload -> seconds queued so far
+    queued_since: dict[str, float] = {}  # workload -> when it (last) joined the queue
+    preempting = configured.preempting_priorities
     queued = 0
 
     def start(placed: Placed, now: float) -> None:
@@ -136,15 +147,38 @@ def replay(
                     run.moved_gb += size
         run.moving_h += hours
         hold = hours * 3600 + job.duration_s
-        running[placed.workload_id] = (site, hold)
-        heapq.heappush(heap, (now + hold, job.index, placed.workload_id))
+        wid = placed.workload_id
+        running[wid] = (site, hold, now + hold)
+        heapq.heappush(heap, (now + hold, job.index, wid))
         busy[site] += req.gpus_total
         run.placed_on[site] += 1
-        run.starts[placed.workload_id] = (site, now)
-        run.waits_s.append(now - job.submit_s)
-        run.tenant_waits_s.setdefault(req.tenant, []).append(now - job.submit_s)
-        if req.replicas > 1:
-            run.gang_waits_s.append(now - job.submit_s)
+        run.starts[wid] = (site, now)
+        waited[wid] = waited.get(wid, 0.0) + now - queued_since.pop(wid, job.submit_s)
+
+    def evict(wid: str, now: float) -> None:
+        """A preemption took the running job back: charged for what it ran, queued again."""
+        site, hold, end = running.pop(wid)
+        ran = now - (end - hold)
+        charge = core.charge(wid, ran / 3600)
+        if charge is not None:
+            run.program_hkd += charge.program_hkd
+            run.tenant_hkd += charge.tenant_hkd
+        gpus = by_id[wid].request.gpus_total
+        busy[site] -= gpus
+        run.busy_gpu_s[site] += gpus * ran
+        run.preempted += 1
+        queued_since[wid] = now
+
+    def queue_pass(now: float) -> None:
+        nonlocal queued
+        run.passes += 1
+        result = core.schedule_pass(now=now)
+        for victim in result.preempted:
+            evict(victim.workload_id, now)
+            queued += 1
+        for placed in result.placed:
+            start(placed, now)
+            queued -= 1
 
     n = len(jobs)
     i = 0
@@ -160,8 +194,10 @@ def replay(
         # 1. completions
         freed = False
         while heap and heap[0][0] <= now:
-            _, _, wid = heapq.heappop(heap)
-            site, hold = running.pop(wid)
+            end, _, wid = heapq.heappop(heap)
+            if wid not in running or running[wid][2] != end:
+                continue  # an attempt a preemption ended early
+            site, hold, _ = running.pop(wid)
             charge = core.charge(wid, hold / 3600)
             if charge is not None:
                 run.program_hkd += charge.program_hkd
@@ -171,16 +207,21 @@ def replay(
             busy[site] -= job.request.gpus_total
             run.busy_gpu_s[site] += job.request.gpus_total * hold
             run.jct_s.append(now - job.submit_s)
+            wait = waited.pop(wid)
+            run.waits_s.append(wait)
+            run.tenant_waits_s.setdefault(job.request.tenant, []).append(wait)
+            if job.request.replicas > 1:
+                run.gang_waits_s.append(wait)
+            if job.request.priority > 0:
+                run.urgent_waits_s.append(wait)
             run.completed += 1
             run.last_s = now
             freed = True
         # 2. one queue pass, only when GPUs were freed or a round of preferred sites ended
         if freed or overflowed:
-            run.passes += 1
-            for placed in core.schedule(now=now):
-                start(placed, now)
-                queued -= 1
+            queue_pass(now)
         # 3. arrivals
+        may_preempt = False
         while i < n and jobs[i].submit_s <= now:
             job = jobs[i]
             i += 1
@@ -190,9 +231,12 @@ def replay(
                 start(decision, now)
             elif isinstance(decision, Queued):
                 queued += 1
+                may_preempt = may_preempt or job.request.priority in preempting
             else:
                 run.refused += 1
                 run.refused_ids.append(job.job_id)
+        if may_preempt:
+            queue_pass(now)
         # 4. sample
         tl.t.append(now)
         tl.queued.append(queued)

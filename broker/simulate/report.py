@@ -28,6 +28,8 @@ _HEAD = [
     ("wait_p99_min", "p99 m", ",.1f"),
     ("worst_tenant_wait_p95_min", "worst tenant p95 m", ",.1f"),
     ("worst_tenant", "worst tenant", "s"),
+    ("urgent_wait_p95_min", "urgent p95 m", ",.1f"),
+    ("preempted", "preempted", ",d"),
 ]
 _TAIL = [
     ("data_moved_tb", "moved TB", ",.1f"),

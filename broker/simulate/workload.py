@@ -4,7 +4,8 @@ What the trace does not say is filled in here, deterministically: the same trace
 and seed always give the same jobs. One ``random.Random(seed)`` is drawn from in trace
 order, per job: its tenant (when its cluster is split between tenants), whether it asks
 for subsidy (``preferred``) or not (``none``), then each dataset of its tenant in name
-order.
+order. A tenant's ``priorities`` are drawn from a second generator (seeded from the seed),
+one draw per job of that tenant, so adding them changes no other draw.
 
 Shapes: fractional GPU requests round *up* to whole GPUs (a GPU-sharing pod takes a GPU:
 the core places whole GPUs). A job that fits on one node of ``gpus_per_node`` (the trace's
@@ -54,6 +55,9 @@ class UnmappedCluster(ValueError):
 
 def build_workload(jobs: Sequence[TraceJob], mapping: Mapping, seed: int) -> Workload:
     rng = random.Random(seed)
+    # Priorities from a generator of their own: a mapping that adds them leaves the other
+    # draws (tenant, subsidy, datasets) as they were.
+    priority_rng = random.Random(f"{seed}:priority")
     skipped: Counter[str] = Counter()
     out: list[SimJob] = []
     start = mapping.start_s
@@ -82,6 +86,7 @@ def build_workload(jobs: Sequence[TraceJob], mapping: Mapping, seed: int) -> Wor
         tmap = mapping.tenants[tenant]
         subsidy = "preferred" if rng.random() < tmap.subsidy_share else "none"
         datasets = tuple(d for d, p in sorted(tmap.datasets.items()) if rng.random() < p)
+        priority = _priority(priority_rng, tmap.priorities) if tmap.priorities else 0
         replicas, per_replica = gang(job.gpus, job.gpus_per_node, mapping.gpus_per_node)
         spec = template.model_copy(
             update={
@@ -90,6 +95,7 @@ def build_workload(jobs: Sequence[TraceJob], mapping: Mapping, seed: int) -> Wor
                 ),
                 "datasets": list(datasets),
                 "subsidy": subsidy,
+                "priority": priority,
                 "estimated_hours": max(end - submit, 0.0) / 3600,
             }
         )
@@ -117,3 +123,13 @@ def _pick(rng: random.Random, choices: list[tuple[str, float]]) -> str:
         if x < 0:
             return name
     return choices[-1][0]
+
+
+def _priority(rng: random.Random, chances: dict[int, float]) -> int:
+    """One draw: each priority with its chance (in priority order), else 0."""
+    x = rng.random()
+    for priority, chance in sorted(chances.items()):
+        x -= chance
+        if x < 0:
+            return priority
+    return 0

@@ -6,13 +6,25 @@ Scores below are the core's: locality h/(h+est) + cost/dearest + utilisation aft
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from simulate_fixtures import TINY_TRACE, tiny_config, tiny_mapping, write
+from simulate_fixtures import (
+    HEADER,
+    TINY_TRACE,
+    federation_data,
+    mapping_data,
+    tiny_config,
+    tiny_mapping,
+    write,
+)
 
+from broker.config import parse_federation
 from broker.simulate import POLICIES, Run, build_scenario, read_trace, run_policies, summarise
+from broker.simulate.mapping import parse_mapping
 from broker.simulate.workload import gang
+from broker.validation import InvalidInput
 
 
 def run(tmp_path: Path, policy: str, seed: int = 1) -> Run:
@@ -40,6 +52,11 @@ EXPECTED = {
     # overflows at 1,200 s but beta is full, so it takes alpha, preferred, when j1/j2 end
     # at 3,600 s, moving its data there (1 h).
     "fedbroker-overflow": (
+        {"j1": ("alpha", 0), "j2": ("alpha", 0), "j3": ("beta", 600), "j4": ("alpha", 3600)},
+        [], 56.0 + 56.0, 24 + 80 + 160 + 24, 0.45,
+    ),
+    # no job here has a priority above 0: nothing to preempt, as fedbroker-overflow.
+    "fedbroker-preemption": (
         {"j1": ("alpha", 0), "j2": ("alpha", 0), "j3": ("beta", 600), "j4": ("alpha", 3600)},
         [], 56.0 + 56.0, 24 + 80 + 160 + 24, 0.45,
     ),
@@ -121,3 +138,49 @@ def test_gang_shape_rounds_fractions_up(
     gpus: float, per_node: float | None, expected: tuple[int, int]
 ) -> None:
     assert gang(gpus, per_node, 8) == expected
+
+
+def test_preemption_takes_running_work_back_for_an_urgent_job_and_restarts_it(tmp_path: Path) -> None:
+    # beta (8 GPUs) runs j1 (8 GPUs, priority 0) from 0 s; j2 (8 GPUs, its tenant's jobs all
+    # priority 1) arrives at 600 s and fits nowhere: it takes j1 back and starts at once; j1
+    # waits again, and runs its whole hour again when j2 ends at 4,200 s.
+    data = federation_data()
+    data["priority_classes"] = [{"name": "urgent", "priority": 1, "preempt": True}]
+    config = parse_federation(data)
+    raw = mapping_data()
+    raw["tenants"] = {
+        "full": {"home": "beta", "subsidy_share": 0.0},
+        "sub": {"home": "beta", "subsidy_share": 0.0, "priorities": {1: 1.0}},
+    }
+    raw["clusters"] = {"c-full": "full", "c-sub": "sub"}
+    trace = read_trace(
+        write(tmp_path / "urgent.csv", HEADER + "j1,0,8,,3600,,,,c-full\nj2,600,8,,3600,,,,c-sub\n")
+    )
+    scenario = build_scenario(config, trace, parse_mapping(raw, config), 1)
+    without, preempting = run_policies(scenario, ["fedbroker-overflow", "fedbroker-preemption"])
+    assert without.starts == {"j1": ("beta", 0.0), "j2": ("beta", 3600.0)}
+    assert without.preempted == 0 and sorted(without.waits_s) == [0.0, 3000.0]
+    assert preempting.starts == {"j1": ("beta", 4200.0), "j2": ("beta", 600.0)}
+    assert preempting.preempted == 1 and preempting.completed == 2
+    # j1 waited 0 s, then 600 s to 4,200 s; j2 none
+    assert sorted(preempting.waits_s) == [0.0, 3600.0] and preempting.urgent_waits_s == [0.0]
+    row = summarise(preempting)
+    assert row["preempted"] == 1 and row["urgent_jobs"] == 1 and row["urgent_wait_p95_min"] == 0.0
+    # j1's first 600 s are charged as well as its full rerun (beta: HK$ 20 per GPU-hour)
+    assert row["tenant_paid_hkd"] == pytest.approx(8 * 20 * (600 / 3600 + 1) + 8 * 20)
+    assert row["makespan_h"] == pytest.approx(7800 / 3600)
+
+
+def test_priorities_come_from_their_own_draws_and_leave_the_others_as_they_were(tmp_path: Path) -> None:
+    config = tiny_config()
+    trace = read_trace(write(tmp_path / "tiny.csv", TINY_TRACE))
+    plain = build_scenario(config, trace, tiny_mapping(config), 3).workload.jobs
+    raw = mapping_data()
+    for tenant in raw["tenants"].values():
+        tenant["priorities"] = {1: 0.5, 2: 0.5}  # every job 1 or 2
+    urgent = build_scenario(config, trace, parse_mapping(raw, config), 3).workload.jobs
+    assert [replace(j.request, priority=0) for j in urgent] == [j.request for j in plain]
+    assert {j.request.priority for j in urgent} <= {1, 2} and all(j.request.priority == 0 for j in plain)
+    raw["tenants"]["sub"]["priorities"] = {1: 0.7, 2: 0.7}
+    with pytest.raises(InvalidInput, match=r"tenants\.sub\.priorities: the chances add up to more than 1"):
+        parse_mapping(raw, config)
