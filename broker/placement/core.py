@@ -691,7 +691,10 @@ class PlacementCore:
             for k in range(start, stop):
                 entry = line[k]
                 req = entry.request
-                if entry.gpus > room(req.tenant):  # the quota filter fails it at every site
+                left = rooms.get(req.tenant)
+                if left is None:
+                    left = room(req.tenant)
+                if entry.gpus > left:  # the quota filter fails it at every site
                     by_quota += 1
                     continue
                 # A workload still in its preferred sites' round fails apart from the same

@@ -212,6 +212,9 @@ class _WhatIf:
         return self._slots(slot, slot.allocatable, held_c, held_m) - self._slots(slot, 0, 0.0, 0.0)
 
     def free(self, alloc: Allocation, sign: int) -> None:
+        if self._c <= 0 and self._m <= 0:  # GPUs alone decide: one sum per replica's node
+            self._free_gpus(alloc, sign)
+            return
         req = alloc.request
         nodes = alloc.nodes
         counts = Counter(nodes).items() if len(nodes) > 1 else ((nodes[0], 1),)
@@ -225,6 +228,23 @@ class _WhatIf:
             freed[1] += sign * count * req.cpus_per_replica
             freed[2] += sign * count * req.memory_gb_per_replica
             self.total += self._slots(slot, *freed) - before
+
+    def _free_gpus(self, alloc: Allocation, sign: int) -> None:
+        g = self._g
+        per = sign * alloc.request.gpus_per_replica
+        slots = self._cap.nodes
+        freed = self._freed
+        for node in alloc.nodes:  # a node named twice holds two replicas: counted twice
+            slot = slots.get(node)
+            if slot is None:
+                continue  # a node the latest report no longer lists: nothing to free there
+            amounts = freed.get(node)
+            if amounts is None:
+                amounts = freed[node] = [0.0, 0.0, 0.0]
+            before = slot.free + int(amounts[0])
+            amounts[0] += per
+            cap = slot.allocatable
+            self.total += min(cap, before + per) // g - min(cap, before) // g
 
     def fits(self) -> bool:
         return self.total >= self._need
