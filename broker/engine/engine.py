@@ -474,6 +474,7 @@ class Engine:
                     else:
                         tx.reply(future, result)
                 state.schedule(tx)
+                state.checkpoint_heard(tx)  # after the rest: it rides on their commit if any
             except Exception:
                 log.exception("a scheduling cycle failed; rebuilding the broker's state from the store")
                 await self._recover(

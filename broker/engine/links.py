@@ -48,9 +48,11 @@ class SiteLink:
     # runs, so attempts missing from it were lost with the agent.
     awaiting_first_report: bool = False
     unhealthy_since: float | None = None  # when its work started to count as stranded
-    # Wall time of its last report since this broker started: a lost attempt is billed until
-    # then (broker/engine/money.py), not through the requeue grace.
+    # Wall time of its last report (since this broker started, or as stored before it): a lost
+    # attempt is billed until then (broker/engine/money.py), not through the requeue grace.
     reported_wall: float | None = None
+    # The `reported_wall` last stored (table site_heard): a restarted broker reads it back.
+    heard_stored: float | None = None
     # The last snapshot applied, and whether it left nothing to act on: a heartbeat that
     # repeats it (the same object, see commands.Inventory) then costs nothing.
     last_inventory: Inventory | None = None

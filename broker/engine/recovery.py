@@ -87,6 +87,12 @@ def rebuild(
     for link in links.values():
         # Whatever the agent said last is re-read in full from its next report.
         link.last_inventory, link.settled = None, False
+        # When it was last heard from, as stored: a lost attempt is billed until then, even if
+        # the site is never heard from again by this broker.
+        heard = stored.heard.get(link.name)
+        link.heard_stored = heard
+        if heard is not None and (link.reported_wall is None or link.reported_wall < heard):
+            link.reported_wall = heard
         # Health only now: while every site counted unhealthy, queued work went back in the
         # queue unplaced; the next cycle's pass places what fits, with its rows and assignment
         # (placed in the core here, it would have had neither).

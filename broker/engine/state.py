@@ -48,6 +48,14 @@ from broker.lifecycle import ACTIVE, CANCELLED, FAILED, PLACED, QUEUED, RUNNING,
 log = logging.getLogger("fedbroker.broker")
 
 
+# A site's last-heard time (what a lost attempt is billed until, across a restart) is stored
+# while it runs work: in a cycle that commits anyway once it is this stale...
+HEARD_PIGGYBACK_S = 5.0
+# ...and in a commit of its own once it is this stale (a quiet federation's heartbeats change
+# nothing else). So a restarted broker bills a lost attempt at most this much short.
+HEARD_MAX_AGE_S = 30.0
+
+
 def new_workload_id() -> str:
     return f"wl-{uuid.uuid4().hex[:12]}"
 
@@ -313,6 +321,19 @@ class BrokerState:
                     release_lost_attempt(self.core, tx, link, workload.id, lost_nodes, gpus)
         self._release_due(tx)
         self.follow_month(tx)
+
+    def checkpoint_heard(self, tx: Tx) -> None:
+        """Store when each site that runs work was last heard from (its last report's wall time),
+        so a broker that restarts bills a lost attempt until then. A heartbeat that changes
+        nothing writes nothing: the time rides on a cycle that commits anyway, and has a commit
+        of its own only every HEARD_MAX_AGE_S (one small row per site running work)."""
+        stale_after = HEARD_PIGGYBACK_S if tx.writes else HEARD_MAX_AGE_S
+        for link in self.links.values():
+            heard = link.reported_wall
+            if heard is None or link.stored is None or not link.stored[2]:
+                continue  # never reported, or nothing running there to bill
+            if link.heard_stored is None or heard - link.heard_stored >= stale_after:
+                tx.heard[link.name] = link.heard_stored = heard
 
     def follow_month(self, tx: Tx | None) -> None:
         """Spend caps are per calendar month (UTC): when one begins, the core is told what each

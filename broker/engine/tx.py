@@ -26,6 +26,7 @@ class Rows:
     ledger: list[dict[str, Any]]  # the subsidy ledger's rows (broker/ledger.py)
     sites: list[dict[str, Any]]
     settings: dict[str, str]
+    heard: dict[str, float] = field(default_factory=dict)  # site -> wall time last heard from
 
     def __bool__(self) -> bool:
         return any(
@@ -37,6 +38,7 @@ class Rows:
                 self.ledger,
                 self.sites,
                 self.settings,
+                self.heard,
             )
         )
 
@@ -53,12 +55,28 @@ class Tx:
     ledger: list[dict[str, Any]] = field(default_factory=list)
     sites: dict[str, dict[str, Any]] = field(default_factory=dict)
     settings: dict[str, str] = field(default_factory=dict)
+    heard: dict[str, float] = field(default_factory=dict)  # checkpoints (BrokerState.checkpoint_heard)
     # effects, after the commit
     messages: list[tuple[str, ToAgent]] = field(default_factory=list)
     replies: list[tuple[asyncio.Future[Any], Any]] = field(default_factory=list)
     ended: list[str] = field(default_factory=list)  # workloads to forget (terminal)
     raw_updates: list[dict[str, Any]] = field(default_factory=list)  # rows with no live workload
     reload: Any = None  # a FederationConfig to use once this cycle is committed (engine/reload.py)
+
+    @property
+    def writes(self) -> bool:
+        """Whether this cycle has rows to commit (cheap: no snapshot of them)."""
+        return bool(
+            self.new
+            or self.touched
+            or self.events
+            or self.decisions
+            or self.ledger
+            or self.sites
+            or self.settings
+            or self.heard
+            or self.raw_updates
+        )
 
     def insert(self, workload: LiveWorkload) -> None:
         self.new[workload.id] = workload
@@ -84,6 +102,7 @@ class Tx:
             ledger=self.ledger,
             sites=list(self.sites.values()),
             settings=self.settings,
+            heard=self.heard,
         )
 
 

@@ -8,7 +8,7 @@ commit that made it durable.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select
@@ -16,12 +16,13 @@ from sqlalchemy.engine import Connection, Row
 
 from broker.engine.records import Event, WorkloadRecord
 from broker.lifecycle import PLACED, TERMINAL
-from broker.store.tables import DecisionRow, SettingRow, SiteRow, WorkloadEventRow, WorkloadRow
+from broker.store.tables import DecisionRow, SettingRow, SiteHeardRow, SiteRow, WorkloadEventRow, WorkloadRow
 
 W = WorkloadRow.__table__  # type: ignore[attr-defined]
 E = WorkloadEventRow.__table__  # type: ignore[attr-defined]
 D = DecisionRow.__table__  # type: ignore[attr-defined]
 S = SiteRow.__table__  # type: ignore[attr-defined]
+HEARD = SiteHeardRow.__table__  # type: ignore[attr-defined]
 SETTINGS = SettingRow.__table__  # type: ignore[attr-defined]
 
 
@@ -105,6 +106,7 @@ class Stored:
     settings: dict[str, str]
     next_seq: int
     next_event: int
+    heard: dict[str, float] = field(default_factory=dict)  # site -> wall time last heard from
 
 
 def for_recovery(conn: Connection) -> Stored:
@@ -117,4 +119,5 @@ def for_recovery(conn: Connection) -> Stored:
         settings={r.name: r.value for r in conn.execute(select(SETTINGS))},
         next_seq=max_seq + 1,
         next_event=max_event + 1,
+        heard={r.name: r.at for r in conn.execute(select(HEARD))},
     )

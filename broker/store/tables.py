@@ -113,6 +113,16 @@ class SiteRow(SQLModel, table=True):
     running: list[str] = Field(default_factory=list, sa_column=Column(JSON_DOCUMENT, nullable=False))
 
 
+class SiteHeardRow(SQLModel, table=True):
+    """When each site was last heard from (wall time), stored every few seconds while it runs
+    work: a lost attempt is billed until then, also by a broker that restarted after it."""
+
+    __tablename__ = "site_heard"
+
+    name: str = Field(primary_key=True)
+    at: float
+
+
 class SettingRow(SQLModel, table=True):
     """Operator switches that must survive a restart (placement paused)."""
 

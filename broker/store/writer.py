@@ -19,7 +19,15 @@ from sqlalchemy.engine import Connection
 
 from broker.engine.tx import Rows
 from broker.store.db import Store
-from broker.store.tables import DecisionRow, LedgerRow, SettingRow, SiteRow, WorkloadEventRow, WorkloadRow
+from broker.store.tables import (
+    DecisionRow,
+    LedgerRow,
+    SettingRow,
+    SiteHeardRow,
+    SiteRow,
+    WorkloadEventRow,
+    WorkloadRow,
+)
 
 _WORKLOADS = WorkloadRow.__table__  # type: ignore[attr-defined]
 _EVENTS = WorkloadEventRow.__table__  # type: ignore[attr-defined]
@@ -27,6 +35,7 @@ _DECISIONS = DecisionRow.__table__  # type: ignore[attr-defined]
 _LEDGER = LedgerRow.__table__  # type: ignore[attr-defined]
 _SITES = SiteRow.__table__  # type: ignore[attr-defined]
 _SETTINGS = SettingRow.__table__  # type: ignore[attr-defined]
+_HEARD = SiteHeardRow.__table__  # type: ignore[attr-defined]
 
 _UPDATE_WORKLOAD = (
     update(_WORKLOADS)
@@ -90,6 +99,8 @@ def write(conn: Connection, rows: Rows) -> None:
         _replace(conn, _SITES, rows.sites)
     if rows.settings:
         _replace(conn, _SETTINGS, [{"name": k, "value": v} for k, v in rows.settings.items()])
+    if rows.heard:
+        _replace(conn, _HEARD, [{"name": k, "at": v} for k, v in rows.heard.items()])
 
 
 def _replace(conn: Connection, table: Any, values: list[dict[str, Any]]) -> None:

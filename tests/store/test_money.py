@@ -17,7 +17,7 @@ from broker.config import FederationConfig, parse_federation
 from broker.engine import commands as c
 from broker.errors import FailedPrecondition
 from broker.ledger import UsageQuery
-from broker.store import LedgerRow
+from broker.store import LedgerRow, SiteHeardRow
 from tests.store.engine_harness import OTHER, TENANT, Clock, Harness, federation
 
 L = LedgerRow.__table__  # type: ignore[attr-defined]
@@ -122,6 +122,49 @@ def test_a_lost_attempt_is_billed_until_its_site_was_last_heard_from(db_url: str
         assert settle[0]["program_hkd"] == Decimal("0.25")
 
     run(db_url, scenario, money_federation())
+
+
+async def stored_heard(h: Harness) -> dict[str, float]:
+    table = SiteHeardRow.__table__  # type: ignore[attr-defined]
+    return await h.engine.read(lambda conn: {r.name: r.at for r in conn.execute(select(table))})
+
+
+def test_a_lost_attempt_after_a_restart_is_billed_until_its_site_was_last_heard_from(db_url: str) -> None:
+    clock = Clock()
+    started: list[float] = []
+    ids: list[str] = []
+
+    async def before(h: Harness) -> None:
+        await h.connect()
+        record = await h.submit(estimated_hours=2)
+        ids.append(record.id)
+        await h.update(record.id, 1, "RUNNING")
+        started.append(h.clock.wall_now)
+        running = ((record.id, 1, "RUNNING"),)
+        await h.report(allocated=8, attempts=running)  # a new snapshot: stored, with the time
+        assert await stored_heard(h) == {"cyberport": started[0]}
+        for at in (4, 8, 20):  # heartbeats that change nothing write nothing, for 30 s
+            h.clock.wall_now = started[0] + at
+            await h.report(allocated=8, attempts=running)
+            assert await stored_heard(h) == {"cyberport": started[0]}
+        h.clock.wall_now = started[0] + 40
+        await h.report(allocated=8, attempts=running)  # 40 s stale: stored on its own
+        assert await stored_heard(h) == {"cyberport": started[0] + 40}
+        h.clock.wall_now += 25  # heard at +65 too, not stored (25 s < 30): the broker dies first
+        await h.report(allocated=8, attempts=running)
+
+    async def after(h: Harness) -> None:
+        # restarted; the site is never heard from again
+        h.clock.wall_now += 600
+        await h.advance(10 + 30 + 2)  # silent past the TTL and the requeue grace
+        assert (await h.get(ids[0])).state == "QUEUED"
+        (settle,) = [r for r in await rows(h) if r["kind"] == "settle"]
+        assert settle["gpu_hours"] == Decimal("0.088889")  # 8 GPUs x 40 s, not 0 nor 11 minutes
+        assert settle["total_hkd"] == Decimal("3.56")  # 8 x 40 s x HK$40/h
+        check_books(await rows(h), h.engine.config)
+
+    run(db_url, before, money_federation(), clock)
+    run(db_url, after, money_federation(), clock)
 
 
 def test_a_failure_before_start_releases_the_reservation_and_pays_nothing(db_url: str) -> None:
