@@ -11,7 +11,9 @@ the checks read the database and the agents' own launch records (their logs):
 - every acknowledged submit is stored, and every stored workload ended in one terminal state;
 - each scripted fate came true (or the workload failed for an infrastructure reason, counted);
 - no attempt was launched twice; no launch found its site full (the broker never over-committed);
-- no subsidy budget went negative or was overspent, and no attempt was charged twice.
+- the subsidy ledger balances (its rows, the broker's book and its usage report agree per
+  tenant and program; each attempt reserved once and settled or released at most once, by a
+  row that undoes its hold; nothing held once all has ended), and no budget went negative.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +35,12 @@ import sqlalchemy as sa
 import yaml
 from tabulate import tabulate
 
+from broker import ledger
 from broker.client import Client, ClientError
 from broker.lifecycle import TERMINAL
 from broker.localfed import LocalFederation
 from broker.spec import parse_spec
+from broker.store import LedgerRow
 from tests.soak.proxy import TcpProxy
 
 SITES = ("site-a", "site-b", "site-c")
@@ -397,28 +402,68 @@ class Soak:
 
 
 def money_findings(conn: sa.Connection) -> dict[str, Any]:
-    """Budgets from the charges: none overspent, none negative, no attempt charged twice."""
+    """The subsidy ledger from its rows alone (broker/ledger.py), once every workload has ended:
+    no budget negative or overspent; the ledger balances (per tenant and program, what the rows
+    hold and spent is what the broker's book and usage report say); each attempt reserved once,
+    closed at most once by a row that undoes exactly its hold; nothing still held."""
     found: dict[str, Any] = {}
     problems: list[str] = []
-    charged = dict(
-        conn.execute(
-            sa.text("SELECT tenant, coalesce(sum(program_hkd), 0) FROM charges GROUP BY tenant")
-        ).all()
-    )
-    twice = conn.execute(
-        sa.text(
-            "SELECT count(*) FROM (SELECT workload_id, attempt FROM charges"
-            " GROUP BY workload_id, attempt HAVING count(*) > 1) AS t"
-        )
-    ).scalar_one()
+    table = LedgerRow.__table__  # type: ignore[attr-defined]
+    rows = [r._asdict() for r in conn.execute(sa.select(table).order_by(table.c.seq))]
+    zero = Decimal(0)
+    reserved: dict[tuple[str, int], dict[str, Any]] = {}
+    closed: Counter[tuple[str, int]] = Counter()
+    unbalanced = 0
+    held: dict[tuple[str, str], Decimal] = {}  # (tenant, program) -> held now
+    spent: dict[tuple[str, str], Decimal] = {}  # (tenant, program) -> the program paid
+    for row in rows:
+        key = (row["workload_id"], row["attempt"])
+        account = (row["tenant"], row["program"] or "")
+        held[account] = held.get(account, zero) + row["held_program_hkd"]
+        if row["kind"] == ledger.RESERVE:
+            if key in reserved:
+                problems.append(f"attempt {key} was reserved twice")
+            reserved[key] = row
+            continue
+        closed[key] += 1
+        opened = reserved.get(key)
+        if opened is None or row["held_program_hkd"] != -opened["held_program_hkd"]:
+            unbalanced += 1
+        if row["kind"] == ledger.SETTLE:
+            spent[account] = spent.get(account, zero) + row["program_hkd"]
+            if (
+                row["total_hkd"] != row["program_hkd"] + row["tenant_hkd"]
+                or min(row["program_hkd"], row["tenant_hkd"]) < zero
+            ):
+                unbalanced += 1
+    twice = sum(1 for n in closed.values() if n > 1)
+    found["ledger rows"] = len(rows)
+    found["attempts settled or released twice"] = twice
+    if twice:
+        problems.append(f"{twice} attempts were settled or released twice")
+    found["closing rows that do not undo their reservation"] = unbalanced
+    if unbalanced:
+        problems.append(f"{unbalanced} ledger rows do not balance")
+    still_held = {a: v for a, v in held.items() if v != zero}
+    found["reservations still held with every workload ended"] = len(still_held)
+    if still_held:
+        problems.append(f"budget still held after every workload ended: {still_held}")
+    # The broker's own sums (its book, its usage report) are these rows' sums.
+    book = ledger.Book.load(conn)
+    report = ledger.usage(conn, ledger.UsageQuery(by=("tenant", "program")))
+    reported = {(r["tenant"], r["program"] or ""): r["program_hkd"] for r in report}
+    if {a: v for a, v in reported.items() if v} != {a: v for a, v in spent.items() if v}:
+        problems.append(f"usage report {reported} is not the settlements' sums {spent}")
     for tenant, budget in TENANTS.items():
         if budget is None:
             continue
-        spent = float(charged.get(tenant, 0.0))
-        found[f"{tenant}: subsidy spent of HK$ {budget:.0f}"] = f"{spent:.2f}"
-        if spent > budget + 0.005 or spent < 0:
-            problems.append(f"{tenant}'s subsidy spent HK$ {spent:.2f} of a HK$ {budget:.2f} budget")
-    found["attempts charged twice"] = twice
-    if twice:
-        problems.append(f"{twice} attempts were charged twice")
+        used = sum((v for (t, _), v in spent.items() if t == tenant), zero)
+        used += sum((v for (t, _), v in held.items() if t == tenant), zero)
+        balance = book.balances.get(tenant, ledger.Balance())
+        found[f"{tenant}: subsidy spent of HK$ {budget:.0f}"] = f"{used:.2f}"
+        if balance.budget_used() != used:
+            problems.append(f"{tenant}: the book says HK$ {balance.budget_used()} used, the rows {used}")
+        left = ledger.exact(budget) - used
+        if left < zero or used < zero:
+            problems.append(f"{tenant}'s budget went negative: HK$ {used} used of HK$ {budget:.2f}")
     return {"found": found, "problems": problems}
