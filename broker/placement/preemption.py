@@ -29,6 +29,7 @@ from .capacity import _EPS, NodeSlot, SiteCapacity
 from .model import Request
 from .reservations import Allocation
 
+_UNCAPPED = 1 << 62  # "as many replicas as fit"
 VictimCost = tuple[float, int, float, int, str]  # GPU-hours lost, at home, -placed_at, -seq, id
 
 
@@ -180,13 +181,9 @@ class _WhatIf:
         self.total = self._base(request.gpu_model) if base is None else base
 
     def _base(self, model: str) -> int:
-        idx = self._cap.models.get(model)
-        if idx is None:
-            return 0
-        g = self._g
-        if self._c <= 0 and self._m <= 0:
-            return sum(len(b) * (f // g) for f, b in enumerate(idx.buckets) if f >= g)
-        return sum(self._slots(slot, 0, 0.0, 0.0) for slot in idx.nodes)
+        """Replicas that fit now, all nodes counted: the site's own fit, uncapped (it asks
+        only the nodes with at least one replica's GPUs free)."""
+        return self._cap.fit(model, self._g, _UNCAPPED, self._c, self._m)
 
     def _slots(self, slot: NodeSlot, gpus: float, cpus: float, memory: float) -> int:
         free = min(slot.allocatable, slot.free + int(gpus))
