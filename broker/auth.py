@@ -6,12 +6,12 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from opentelemetry import metrics
 
-from broker.config import FederationConfig
+from broker.config import FederationConfig, digests
 from broker.errors import PermissionDenied, Unauthenticated
 
 log = logging.getLogger("fedbroker.auth")
@@ -27,6 +27,9 @@ Role = Literal["tenant", "operator", "agent"]
 class Identity:
     role: Role
     name: str  # tenant, operator, or the agent's site
+    # The digest of the token it logged in with: a stream outlives the call that opened it, and
+    # ends when a reload removes that digest (AgentService.end_revoked).
+    digest: str = field(default="", compare=False, repr=False)
 
     def __str__(self) -> str:
         return f"{self.role} {self.name}"
@@ -43,16 +46,21 @@ class Authenticator:
 
     def reload(self, config: FederationConfig) -> None:
         """Tokens from a reloaded config (broker/engine/reload.py): swapped in one assignment."""
-        by_digest: dict[str, Identity] = {}
-        for tenant in config.tenants:
-            by_digest[tenant.token_sha256] = Identity("tenant", tenant.name)
-        for operator in config.operators:
-            by_digest[operator.token_sha256] = Identity("operator", operator.name)
-        for site in config.sites:
-            by_digest[site.agent_token_sha256] = Identity("agent", site.name)
-        self._by_digest = by_digest
+        # Each holder may have several digests (a rotation's overlap: config.TokenDigests).
+        holders: list[tuple[Role, str, str | list[str]]] = [
+            *(("tenant", t.name, t.token_sha256) for t in config.tenants),
+            *(("operator", o.name, o.token_sha256) for o in config.operators),
+            *(("agent", s.name, s.agent_token_sha256) for s in config.sites),
+        ]
+        self._by_digest = {
+            digest: Identity(role, name, digest) for role, name, value in holders for digest in digests(value)
+        }
         self._sans = {s.name: s.agent_cert_san for s in config.sites if s.agent_cert_san}
         self._site_by_san = {san: name for name, san in self._sans.items()}
+
+    def knows(self, identity: Identity) -> bool:
+        """Whether `identity`'s token is still in the config (a reload may have removed it)."""
+        return self._by_digest.get(identity.digest) == identity
 
     def check_agent_certificate(self, site: str, names: frozenset[str]) -> None:
         """Mutual TLS: `names` (the SANs of the connection's verified client certificate) must

@@ -2,17 +2,44 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
 
-from broker.validation import InvalidInput, check_mapping, describe, read_yaml
+from broker.validation import PATTERN_WORDS, InvalidInput, check_mapping, describe, read_yaml
 
 Backend = Literal["kubernetes", "ray"]
 PositiveFloat = Annotated[float, Field(gt=0)]
-Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Name = Annotated[str, Field(min_length=1, pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")]
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MAX_TOKEN_DIGESTS = 8  # a rotation needs two; a few more for overlapping rotations
+
+
+def _token_digests(value: object) -> str | list[str]:
+    """One digest, or a list of them (a token rotation: old and new both valid until the old
+    is removed). Checked by hand so a bad digest is one message, not one per union branch."""
+    words = PATTERN_WORDS[_SHA256.pattern]
+    if isinstance(value, str):
+        if not _SHA256.match(value):
+            raise ValueError(words)
+        return value
+    if not isinstance(value, list) or not value or len(value) > MAX_TOKEN_DIGESTS:
+        raise ValueError(f"must be a SHA-256 digest or a list of 1 to {MAX_TOKEN_DIGESTS} of them")
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not _SHA256.match(item):
+            raise ValueError(f"item {i}: {words}")
+    return list(value)
+
+
+# `agent_token_sha256` / `token_sha256`: "digest" or ["old digest", "new digest"].
+TokenDigests = Annotated[str | list[str], PlainValidator(_token_digests)]
+
+
+def digests(value: str | list[str]) -> tuple[str, ...]:
+    """The digests of a token field, whichever form it was written in."""
+    return (value,) if isinstance(value, str) else tuple(value)
 
 
 class _Strict(BaseModel):
@@ -36,7 +63,7 @@ class SiteConfig(_Strict):
     backends: Annotated[list[Backend], Field(min_length=1)]
     subsidy_programs: list[str] = []
     gpu_prices_hkd_per_hour: dict[str, PositiveFloat] = {}
-    agent_token_sha256: Sha256Hex
+    agent_token_sha256: TokenDigests
     labels: dict[str, str] = {}
     # Mutual TLS: the subject alternative name (DNS name) this site's agent certificate must
     # carry; its agent is refused on a connection without a verified certificate naming it.
@@ -64,7 +91,7 @@ class TenantSubsidy(_Strict):
 
 class TenantConfig(_Strict):
     name: Name
-    token_sha256: Sha256Hex
+    token_sha256: TokenDigests
     subsidy: TenantSubsidy | None = None
     quota_gpus: Annotated[int, Field(gt=0)] | None = None
     home_site: str | None = None  # its work waits overflow_after_s for this site first
@@ -91,7 +118,7 @@ class PriorityClass(_Strict):
 
 class OperatorConfig(_Strict):
     name: Name
-    token_sha256: Sha256Hex
+    token_sha256: TokenDigests
 
 
 class InfraRetry(_Strict):
@@ -194,11 +221,16 @@ class FederationConfig(_Strict):
         return self
 
     def _token_digests(self) -> list[tuple[str, str]]:
-        return (
+        fields = (
             [(f"sites[{i}].agent_token_sha256", s.agent_token_sha256) for i, s in enumerate(self.sites)]
             + [(f"tenants[{i}].token_sha256", t.token_sha256) for i, t in enumerate(self.tenants)]
             + [(f"operators[{i}].token_sha256", o.token_sha256) for i, o in enumerate(self.operators)]
         )
+        return [
+            (field if isinstance(value, str) else f"{field}[{j}]", digest)
+            for field, value in fields
+            for j, digest in enumerate(digests(value))
+        ]
 
     def site(self, name: str) -> SiteConfig | None:
         return next((s for s in self.sites if s.name == name), None)

@@ -113,7 +113,9 @@ async def serve(
     )
     workload_service_pb2_grpc.add_WorkloadServiceServicer_to_server(WorkloadService(engine, auth), server)
     site_service_pb2_grpc.add_SiteServiceServicer_to_server(SiteService(engine, auth), server)
-    agent_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentService(engine, auth), server)
+    agents = AgentService(engine, auth)
+    engine.config_listeners.append(agents.end_revoked)  # after auth.reload: a removed token's stream ends
+    agent_service_pb2_grpc.add_AgentServiceServicer_to_server(agents, server)
     usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageService(engine, auth), server)
     operator_service_pb2_grpc.add_OperatorServiceServicer_to_server(OperatorService(engine, auth), server)
     health_servicer = health.aio.HealthServicer()

@@ -21,7 +21,7 @@ from broker.api.capacity import within_capacity
 from broker.api.limits import bounded
 from broker.api.malformed import Malformed
 from broker.api.status import status_for
-from broker.auth import Authenticator
+from broker.auth import Authenticator, Identity
 from broker.engine import commands as c
 from broker.engine.commands import Inventory
 from broker.engine.engine import Engine
@@ -37,6 +37,16 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
     def __init__(self, engine: Engine, auth: Authenticator) -> None:
         self.engine = engine
         self.auth = auth
+        self._streams: dict[AgentSession, Identity] = {}  # open streams and who opened them
+
+    def end_revoked(self, config: object) -> None:
+        """After a config reload (a listener, after the Authenticator's): end the streams opened
+        with a token the new config no longer holds. The call was authorised when the stream
+        opened; a removed token must not keep speaking for its site until it reconnects."""
+        for session, who in list(self._streams.items()):
+            if not self.auth.knows(who):
+                log.warning("ended the %s agent's stream: its token was removed from the config", who.name)
+                session.close()
 
     async def Connect(
         self,
@@ -61,6 +71,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
             if isinstance(error, Standby):
                 context.set_trailing_metadata((STANDBY_METADATA,))
             await context.abort(status_for(error), bounded(str(error)))
+        self._streams[session] = who
         reader = asyncio.create_task(self._read(session, request_iterator))
         # Ends at None in the outbox: replaced by a newer session of the site, or the broker stops
         # (or steps down: a session lives within one lease epoch, which stamps its messages).
@@ -90,6 +101,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
                 else:
                     yield agent_service_pb2.BrokerMessage(batch=agent_service_pb2.BrokerBatch(messages=batch))
         finally:
+            self._streams.pop(session, None)
             reader.cancel()
             session.end_log_readers()
             self.engine.post(c.Gone(session))
