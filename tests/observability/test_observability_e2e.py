@@ -333,7 +333,7 @@ def test_json_log_lines_about_a_workload_carry_its_ids(observed: Observed, tmp_p
         text = (observed.fed.workdir / "broker.log").read_text()
         parsed = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
         mine = [line for line in parsed if line.get("workload_id") == submitted["id"]]
-        return mine if any("charged" in line["message"] for line in mine) else None
+        return mine if any("settled" in line["message"] for line in mine) else None
 
     mine = wait_for(lines, "the broker's log lines")
     assert {line.get("state") for line in mine} >= {"PLACED", "RUNNING", "SUCCEEDED"}
