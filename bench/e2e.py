@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -252,11 +253,13 @@ async def _submitter(
 
     results: list[tuple[str, float, float, int]] = []
     metadata = (("authorization", f"Bearer {token}"),)
-    request = workload_service_pb2.SubmitRequest(spec=_spec(gpus, run_s))
+    spec = _spec(gpus, run_s)
     async with grpc.aio.insecure_channel(endpoint) as channel:
         stub = workload_service_pb2_grpc.WorkloadServiceStub(channel)
 
         async def one() -> None:
+            # Each with its own request id, as the CLI and the SDK send them (idempotent submit).
+            request = workload_service_pb2.SubmitRequest(spec=spec, request_id=str(uuid.uuid4()))
             sent = time.time()
             start = time.perf_counter()
             try:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import builtins
 import os
+import uuid
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from types import TracebackType
 from typing import Any
 
 import grpc
+import tenacity
 from fedbroker.v1 import (
     operator_service_pb2,
     operator_service_pb2_grpc,
@@ -40,6 +42,26 @@ class ClientError(Exception):
         self.code = code
         self.message = message
         super().__init__(f"{code.name}: {message}")
+
+
+def unavailable(error: BaseException) -> bool:
+    return isinstance(error, ClientError) and error.code == grpc.StatusCode.UNAVAILABLE
+
+
+# A submit whose answer did not come (UNAVAILABLE: a broker restarting or killed after its commit,
+# a standby taking over, a network cut) is sent again with the same request id: the broker
+# answers a repeat with the workload the first one made, so a retry never makes a second one.
+# Bounded: about 20 s of tries, enough for a restart or a takeover, then the error is the caller's.
+SUBMIT_RETRY: dict[str, Any] = {
+    "retry": tenacity.retry_if_exception(unavailable),
+    "wait": tenacity.wait_exponential_jitter(multiplier=0.25, max=4.0, jitter=0.25),
+    "stop": tenacity.stop_after_attempt(10) | tenacity.stop_after_delay(30),
+    "reraise": True,
+}
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
 
 
 def _call(rpc: object, request: object, metadata: list[tuple[str, str]], timeout: float | None) -> object:
@@ -119,9 +141,18 @@ class Client:
     def close(self) -> None:
         self._raw_channel.close()
 
-    def submit(self, spec: WorkloadSpec, dry_run: bool = False) -> workload_service_pb2.SubmitResponse:
-        request = workload_service_pb2.SubmitRequest(spec=spec_to_proto(spec), dry_run=dry_run)
-        return _call(self._workloads.Submit, request, self._metadata, self._timeout)  # type: ignore[return-value]
+    def submit(
+        self, spec: WorkloadSpec, dry_run: bool = False, request_id: str | None = None
+    ) -> workload_service_pb2.SubmitResponse:
+        """Submit (or with `dry_run`, only decide); retried on UNAVAILABLE under one request id
+        (`request_id`, else a new UUID), so a lost answer never makes two workloads."""
+        request = workload_service_pb2.SubmitRequest(
+            spec=spec_to_proto(spec), dry_run=dry_run, request_id=request_id or new_request_id()
+        )
+        for attempt in tenacity.Retrying(**SUBMIT_RETRY):
+            with attempt:
+                response = _call(self._workloads.Submit, request, self._metadata, self._timeout)
+        return response  # type: ignore[return-value]
 
     def get(self, workload_id: str) -> types_pb2.Workload:
         request = workload_service_pb2.GetWorkloadRequest(id=workload_id)

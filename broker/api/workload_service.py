@@ -20,6 +20,7 @@ from broker.api.status import status_for, unary
 from broker.auth import Authenticator, Identity
 from broker.engine import commands as c
 from broker.engine.engine import Engine
+from broker.engine.requests import checked_request_id
 from broker.errors import BrokerError, FailedPrecondition, InvalidArgument, PermissionDenied
 from broker.lifecycle import TERMINAL
 from broker.spec import MAX_SPEC_BYTES, spec_from_proto, spec_to_proto
@@ -49,6 +50,7 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
         if who.role != "tenant":
             raise PermissionDenied(f"{who} cannot submit workloads; use a tenant token")
         await self.limiter.take_or_wait(who.name)  # a dry run too: it costs a placement evaluation
+        request_id = checked_request_id(request.request_id)
         spec = spec_from_proto(request.spec)
         if request.dry_run:
             explanation, quotes = self.engine.quote(who.name, spec)
@@ -64,7 +66,11 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
         if len(spec_wire) > MAX_SPEC_BYTES:
             raise InvalidArgument(f"spec: {len(spec_wire):,} bytes; at most {MAX_SPEC_BYTES:,} are accepted")
         self.limiter.check_queued(who.name, self.engine.state.core.queued_count(who.name))
-        record, explanation = await self.engine.submit(who.name, spec, spec_wire)
+        record, explanation = await self.engine.submit(who.name, spec, spec_wire, request_id)
+        if explanation.get("repeat"):  # the stored workload, as it is now (its spec as stored)
+            return workload_service_pb2.SubmitResponse(
+                workload=convert.workload(record), explanation=convert.explanation(explanation)
+            )
         if telemetry.traces_exported():
             # The RPC's server span (broker/observability/grpc_tracing.py) and the workload's own
             # trace (its `fedbroker.submit` root, broker/engine/state.py) are joined here, the one

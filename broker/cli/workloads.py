@@ -47,11 +47,18 @@ MODEL_COLUMNS = [
 @click.option(
     "--dry-run", is_flag=True, help="Decide and explain; queue nothing (exit 1 if it would be refused)."
 )
+@click.option(
+    "--request-id",
+    default=None,
+    help="This submit's id (default: a new UUID). Retries while the broker is unavailable reuse it, "
+    "and the broker answers a repeated id with the workload it made: pass the same id when "
+    "re-running a command whose answer was lost.",
+)
 @client_options
-def submit(client: Client, as_json: bool, path: str, dry_run: bool) -> None:
+def submit(client: Client, as_json: bool, path: str, dry_run: bool, request_id: str | None) -> None:
     """Submit the workload in a YAML file (like sbatch, sky launch)."""
     spec = specs.load(path)  # checked here: a bad or too-large file never reaches the broker
-    response = client.submit(spec, dry_run=dry_run)
+    response = client.submit(spec, dry_run=dry_run, request_id=request_id)
     explanation = output.explanation_json(response.explanation)
     if dry_run:
         quote = Quote.from_proto(response)

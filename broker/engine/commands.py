@@ -46,6 +46,7 @@ class Submit:
     tenant: str
     spec: WorkloadSpec
     spec_wire: bytes  # the spec's wire form, kept for assignments (never parsed by the engine)
+    request_id: str | None = None  # the client's id: a repeat gets the first one's workload
 
 
 @dataclass(frozen=True, slots=True)

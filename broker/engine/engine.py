@@ -49,6 +49,7 @@ from broker.engine.liveview import one_match
 from broker.engine.observer import CycleObserver, NoObserver
 from broker.engine.records import Event, WorkloadRecord
 from broker.engine.recovery import rebuild
+from broker.engine.requests import MAX_REMEMBERED, Repeat, check_same_spec, repeat_explanation
 from broker.engine.state import BrokerState
 from broker.engine.tx import Rows, Tx
 from broker.errors import BrokerError, InvalidArgument, NotFound, Standby, Unavailable
@@ -301,9 +302,23 @@ class Engine:
         self._inbox.append((command, None))
         self._wakeup.set()
 
-    async def submit(self, tenant: str, spec: WorkloadSpec, spec_wire: bytes) -> tuple[WorkloadRecord, dict]:
-        result: tuple[WorkloadRecord, dict] = await self.call(c.Submit(tenant, spec, spec_wire))
-        return result
+    async def submit(
+        self, tenant: str, spec: WorkloadSpec, spec_wire: bytes, request_id: str | None = None
+    ) -> tuple[WorkloadRecord, dict]:
+        """The new workload and its decision; with a `request_id` already used by this tenant,
+        the workload that submit made (its explanation says it is a repeat: engine/requests.py)."""
+        result: tuple[WorkloadRecord, dict] | Repeat = await self.call(
+            c.Submit(tenant, spec, spec_wire, request_id)
+        )
+        if not isinstance(result, Repeat):
+            return result
+        assert request_id is not None
+        wid = result.workload_id
+        record = await self.read(lambda conn: reads.workload(conn, wid))
+        if record is None:  # committed before it was remembered: cannot be, unless deleted by hand
+            raise NotFound(f"workload {wid} of request id {request_id!r} is no longer stored")
+        check_same_spec(wid, record.spec, spec, request_id)
+        return record, repeat_explanation(wid, record.site, record.state, request_id)
 
     def evaluate(self, tenant: str, spec: WorkloadSpec) -> dict[str, Any]:
         """A dry run on the live state: the decision a submit would get now."""
@@ -575,7 +590,12 @@ class Engine:
         """Rebuild memory from the store, then tell the cycle's callers: whoever retries at once
         meets the rebuilt state. If the database stays away, callers hear after a second and
         the rebuild goes on retrying."""
-        rebuilt = asyncio.create_task(self._rebuild())
+        # A submit repeating a request id too old for memory failed on the unique index: read
+        # back whose those ids are, so the client's retry is answered with its workload.
+        requests = [
+            (cmd.tenant, cmd.request_id) for cmd, _ in batch if isinstance(cmd, c.Submit) and cmd.request_id
+        ]
+        rebuilt = asyncio.create_task(self._rebuild(requests=requests))
         await asyncio.wait({rebuilt}, timeout=1.0)
         self._fail(batch, error)
         await rebuilt
@@ -586,7 +606,7 @@ class Engine:
             if future is not None and not future.done():
                 future.set_exception(error)
 
-    async def _rebuild(self, *, fresh: bool = False) -> None:
+    async def _rebuild(self, *, fresh: bool = False, requests: list[tuple[str, str]] | None = None) -> None:
         """Memory from the database alone (at start, at a takeover (`fresh`), and after a failed
         commit); retries while it is down."""
         healthy = (
@@ -597,8 +617,12 @@ class Engine:
         delay = 0.2
         while True:
             try:
-                stored, book = await self.read(
-                    lambda conn: (reads.for_recovery(conn), ledger.Book.load(conn))
+                stored, book, owners = await self.read(
+                    lambda conn: (
+                        reads.for_recovery(conn, MAX_REMEMBERED),
+                        ledger.Book.load(conn),
+                        reads.request_owners(conn, requests or ()),
+                    )
                 )
                 state, tx = rebuild(
                     stored,
@@ -610,6 +634,7 @@ class Engine:
                     clock=self.clock,
                     healthy=healthy,
                 )
+                state.requests.load(owners)
                 rows = tx.rows()
                 if rows:
                     await self.writer.commit(rows)

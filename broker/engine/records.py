@@ -38,6 +38,7 @@ class WorkloadRecord:
     doubt_requeues: int = 0  # of those, for image_pull or launch_error
     preemptions: int = 0  # requeues for higher-priority work: they use no attempt either
     retry_at: float | None = None  # wall clock: not placed again before this (a free requeue's backoff)
+    request_id: str | None = None  # the client's id for the submit that made it (idempotent submit)
 
 
 @dataclass(slots=True)
@@ -67,6 +68,7 @@ class LiveWorkload:
     doubt_requeues: int = 0
     retry_at: float | None = None
     preemptions: int = 0
+    request_id: str | None = None
 
     @classmethod
     def restored(cls, record: WorkloadRecord, request: Request, max_attempts: int) -> LiveWorkload:
@@ -98,6 +100,7 @@ class LiveWorkload:
             doubt_requeues=self.doubt_requeues,
             retry_at=self.retry_at,
             preemptions=self.preemptions,
+            request_id=self.request_id,
         )
 
 

@@ -65,6 +65,7 @@ def rebuild(
     tx = Tx()
     state.follow_month(None)  # what each tenant paid this month, for spend caps
     core.set_paused(bool(stored.settings.get("paused")))
+    state.requests.load(stored.requests)
     for row in stored.sites:
         link = links.get(row.name)
         if link is None:
@@ -143,6 +144,8 @@ def _restore(state: BrokerState, tx: Tx, row: Any) -> None:
     else:
         state.core.submit(request, refuse=False)
     state.live[row.id] = workload
+    if row.request_id is not None:  # an unfinished workload's id is known however old
+        state.requests.remember(row.tenant, row.request_id, row.id)
 
 
 def _release_orphans(state: BrokerState, tx: Tx) -> None:

@@ -39,6 +39,7 @@ from broker.engine.links import AgentSession, SiteLink
 from broker.engine.lost import release_lost_attempt
 from broker.engine.money import Cashier
 from broker.engine.records import Assign, CancelAttempt, Event, LiveWorkload, Welcome, WorkloadRecord
+from broker.engine.requests import RecentRequests, Repeat, check_same_spec, repeat_explanation
 from broker.engine.tx import Tx
 from broker.errors import FailedPrecondition, InvalidArgument
 from broker.federation import check_references, placement_request
@@ -87,10 +88,15 @@ class BrokerState:
         self.next_seq = next_seq
         self.next_event = next_event
         self.month = ""  # the calendar month the core's spend caps count (`follow_month`)
+        self.requests = RecentRequests()  # recent submits' request ids (engine/requests.py)
 
     # ------------------------------------------------------------------ tenants and operators
 
-    def submit(self, tx: Tx, cmd: c.Submit) -> tuple[WorkloadRecord, dict[str, Any]]:
+    def submit(self, tx: Tx, cmd: c.Submit) -> tuple[WorkloadRecord, dict[str, Any]] | Repeat:
+        if cmd.request_id is not None:
+            known = self.requests.get(cmd.tenant, cmd.request_id)
+            if known is not None:
+                return self._repeat(known, cmd)
         problems = check_references(self.config, cmd.spec)
         if problems:
             raise InvalidArgument("spec: " + "; ".join(problems))
@@ -121,15 +127,29 @@ class BrokerState:
             trace_id=telemetry.carrier_trace_id(carrier),
             traceparent=carrier["traceparent"],
             spec_wire=cmd.spec_wire,
+            request_id=cmd.request_id,
         )
         self.next_seq += 1
         self.live[wid] = workload
+        if cmd.request_id is not None:
+            self.requests.remember(cmd.tenant, cmd.request_id, wid)
         tx.insert(workload)
         self._record_decision(tx, workload, explanation)
         if isinstance(decision, placement.Placed):
             self._place(tx, workload, decision)
         else:
             self._transition(tx, workload, QUEUED, explanation["summary"])
+        return workload.record(), explanation
+
+    def _repeat(self, wid: str, cmd: c.Submit) -> tuple[WorkloadRecord, dict[str, Any]] | Repeat:
+        """A submit whose request id made `wid` already: that workload, nothing new (no second
+        workload, no second reservation). Answered after this cycle's commit, like any submit."""
+        workload = self.live.get(wid)
+        if workload is None:
+            return Repeat(wid)  # it has ended: the engine reads it from the database
+        assert cmd.request_id is not None
+        check_same_spec(wid, workload.spec, cmd.spec, cmd.request_id)
+        explanation = repeat_explanation(wid, workload.site, workload.state, cmd.request_id)
         return workload.record(), explanation
 
     def evaluate(self, tenant: str, spec: Any) -> dict[str, Any]:

@@ -150,4 +150,5 @@ def _insert_values(w: LiveWorkload) -> dict[str, Any]:
         "doubt_requeues": w.doubt_requeues,
         "retry_at": w.retry_at,
         "preemptions": w.preemptions,
+        "request_id": w.request_id,
     }

@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
+import tenacity
 from fedbroker.v1 import (
     operator_service_pb2,
     operator_service_pb2_grpc,
@@ -29,7 +30,7 @@ from fedbroker.v1 import (
 from broker import endpoints, lifecycle
 from broker import tls as tls_setup
 from broker.api.limits import CHANNEL_OPTIONS
-from broker.client import ClientError, tracing_wanted
+from broker.client import SUBMIT_RETRY, ClientError, new_request_id, tracing_wanted
 from broker.sdk import workloads
 from broker.sdk.client import RECONNECT_FOR_S, backoff, since_time
 from broker.sdk.errors import WaitTimeout, broker_away, typed
@@ -98,9 +99,19 @@ class AsyncClient:
     def _unary(self, rpc: Any, request: Any) -> Awaitable[Any]:
         return self._call(rpc(request, metadata=self._metadata, timeout=self._timeout))
 
-    async def submit(self, workload: WorkloadSpec | dict[str, Any] | str | Path) -> WorkloadStatus:
-        request = workload_service_pb2.SubmitRequest(spec=spec_to_proto(workloads.as_spec(workload)))
-        return WorkloadStatus.from_proto((await self._unary(self._workloads.Submit, request)).workload)
+    async def submit(
+        self, workload: WorkloadSpec | dict[str, Any] | str | Path, *, request_id: str | None = None
+    ) -> WorkloadStatus:
+        """As `Client.submit`: retried while the broker is unavailable, under one request id."""
+        request = workload_service_pb2.SubmitRequest(
+            spec=spec_to_proto(workloads.as_spec(workload)), request_id=request_id or new_request_id()
+        )
+        async for attempt in tenacity.AsyncRetrying(**SUBMIT_RETRY):
+            with attempt:
+                response = await self._call(
+                    self._workloads.Submit(request, metadata=self._metadata, timeout=self._timeout)
+                )
+        return WorkloadStatus.from_proto(response.workload)
 
     async def dry_run(self, workload: WorkloadSpec | dict[str, Any] | str | Path) -> Explanation:
         spec = spec_to_proto(workloads.as_spec(workload))

@@ -94,9 +94,13 @@ class Client:
     # ------------------------------------------------------------------ workloads
 
     @_typed_errors
-    def submit(self, workload: WorkloadSpec | dict[str, Any] | str | Path) -> WorkloadStatus:
-        """Queue a workload (a `Workload`, a dict, or a YAML file's path); placed at once if it fits."""
-        response = self.raw.submit(workloads.as_spec(workload))
+    def submit(
+        self, workload: WorkloadSpec | dict[str, Any] | str | Path, *, request_id: str | None = None
+    ) -> WorkloadStatus:
+        """Queue a workload (a `Workload`, a dict, or a YAML file's path); placed at once if it fits.
+        Retried while the broker is unavailable, under one request id (`request_id`, else a new
+        UUID): the same id always answers with the same workload, never a second one."""
+        response = self.raw.submit(workloads.as_spec(workload), request_id=request_id)
         return WorkloadStatus.from_proto(response.workload)
 
     @_typed_errors

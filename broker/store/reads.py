@@ -50,6 +50,7 @@ def record(row: Row[Any]) -> WorkloadRecord:
         doubt_requeues=row.doubt_requeues,
         retry_at=row.retry_at,
         preemptions=row.preemptions,
+        request_id=row.request_id,
     )
 
 
@@ -107,9 +108,32 @@ class Stored:
     next_seq: int
     next_event: int
     heard: dict[str, float] = field(default_factory=dict)  # site -> wall time last heard from
+    # (tenant, request id, workload id) of the newest submits that gave one, oldest first
+    requests: list[tuple[str, str, str]] = field(default_factory=list)
 
 
-def for_recovery(conn: Connection) -> Stored:
+def recent_requests(conn: Connection, limit: int) -> list[tuple[str, str, str]]:
+    """The newest `limit` submits' (tenant, request id, workload id), oldest first."""
+    rows = conn.execute(
+        select(W.c.tenant, W.c.request_id, W.c.id)
+        .where(W.c.request_id.is_not(None))
+        .order_by(W.c.seq.desc())
+        .limit(limit)
+    ).all()
+    return [(r.tenant, r.request_id, r.id) for r in reversed(rows)]
+
+
+def request_owners(conn: Connection, keys: Iterable[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """(tenant, request id, workload id) of those of `keys` that made a workload (by the unique index)."""
+    found: list[tuple[str, str, str]] = []
+    for tenant, request_id in keys:
+        row = conn.execute(select(W.c.id).where(W.c.tenant == tenant, W.c.request_id == request_id)).first()
+        if row is not None:
+            found.append((tenant, request_id, row.id))
+    return found
+
+
+def for_recovery(conn: Connection, requests: int = 0) -> Stored:
     unfinished = list(conn.execute(select(W).where(W.c.state.not_in(list(TERMINAL))).order_by(W.c.seq)))
     max_seq = conn.execute(select(func.max(W.c.seq))).scalar() or 0
     max_event = conn.execute(select(func.max(E.c.seq))).scalar() or 0
@@ -120,4 +144,5 @@ def for_recovery(conn: Connection) -> Stored:
         next_seq=max_seq + 1,
         next_event=max_event + 1,
         heard={r.name: r.at for r in conn.execute(select(HEARD))},
+        requests=recent_requests(conn, requests) if requests else [],
     )

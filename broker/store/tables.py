@@ -41,7 +41,12 @@ class Money(TypeDecorator[Decimal]):
 class WorkloadRow(SQLModel, table=True):
     __tablename__ = "workloads"
     # a site's work by state and acknowledgement (List --site, what a site was sent)
-    __table_args__ = (Index("ix_workloads_site_state_acked", "site", "state", "acked"),)
+    __table_args__ = (
+        Index("ix_workloads_site_state_acked", "site", "state", "acked"),
+        # A submit's request id names one workload per tenant (a retried submit finds it; NULL: none
+        # given). A unique index rather than a constraint: SQLite adds it without copying the table.
+        Index("ux_workloads_tenant_request_id", "tenant", "request_id", unique=True),
+    )
 
     # seq orders submissions (older = smaller; the engine assigns it); id is what users see.
     seq: int | None = Field(default=None, primary_key=True, sa_column_kwargs={"autoincrement": False})
@@ -68,6 +73,7 @@ class WorkloadRow(SQLModel, table=True):
     doubt_requeues: int = 0
     retry_at: float | None = None
     preemptions: int = 0  # requeues for higher-priority work (broker/placement/preemption.py)
+    request_id: str | None = None  # the client's id for its submit (SubmitRequest.request_id)
 
 
 class WorkloadEventRow(SQLModel, table=True):

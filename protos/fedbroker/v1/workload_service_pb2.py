@@ -26,7 +26,7 @@ from fedbroker.v1 import types_pb2 as fedbroker_dot_v1_dot_types__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#fedbroker/v1/workload_service.proto\x12\x0c\x66\x65\x64\x62roker.v1\x1a\x18\x66\x65\x64\x62roker/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"J\n\rSubmitRequest\x12(\n\x04spec\x18\x01 \x01(\x0b\x32\x1a.fedbroker.v1.WorkloadSpec\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\"\x93\x01\n\x0eSubmitResponse\x12(\n\x08workload\x18\x01 \x01(\x0b\x32\x16.fedbroker.v1.Workload\x12.\n\x0b\x65xplanation\x18\x02 \x01(\x0b\x32\x19.fedbroker.v1.Explanation\x12\'\n\x06quotes\x18\x03 \x03(\x0b\x32\x17.fedbroker.v1.SiteQuote\"\xc5\x02\n\tSiteQuote\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x10\n\x08\x65ligible\x18\x02 \x01(\x08\x12\x0f\n\x07reasons\x18\x03 \x03(\t\x12\x11\n\tgpu_model\x18\x04 \x01(\t\x12\x11\n\tgpu_hours\x18\x05 \x01(\x01\x12\x1e\n\x16price_hkd_per_gpu_hour\x18\x06 \x01(\x01\x12\x11\n\ttotal_hkd\x18\x07 \x01(\x01\x12\x13\n\x0bprogram_hkd\x18\x08 \x01(\x01\x12\x12\n\ntenant_hkd\x18\t \x01(\x01\x12\x0f\n\x07program\x18\n \x01(\t\x12\"\n\x15\x62udget_left_after_hkd\x18\x0b \x01(\x01H\x00\x88\x01\x01\x12\x1f\n\x12\x63\x61p_left_after_hkd\x18\x0c \x01(\x01H\x01\x88\x01\x01\x42\x18\n\x16_budget_left_after_hkdB\x15\n\x13_cap_left_after_hkd\" \n\x12GetWorkloadRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\xbd\x01\n\x14ListWorkloadsRequest\x12+\n\x06states\x18\x01 \x03(\x0e\x32\x1b.fedbroker.v1.WorkloadState\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x0c\n\x04site\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\x12)\n\x05since\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\npage_token\x18\x07 \x01(\t\"n\n\x15ListWorkloadsResponse\x12)\n\tworkloads\x18\x01 \x03(\x0b\x32\x16.fedbroker.v1.Workload\x12\x11\n\tevent_seq\x18\x02 \x01(\x03\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"#\n\x15\x43\x61ncelWorkloadRequest\x12\n\n\x02id\x18\x01 \x01(\t\"5\n\x14WatchWorkloadRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\":\n\x15WatchWorkloadsRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x03\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"\x1f\n\x11ListEventsRequest\x12\n\n\x02id\x18\x01 \x01(\t\"A\n\x12ListEventsResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.fedbroker.v1.WorkloadEvent\"\xc5\x01\n\rWorkloadEvent\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.fedbroker.v1.WorkloadState\x12\x0c\n\x04site\x18\x04 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12\x0f\n\x07message\x18\x06 \x01(\t\x12&\n\x02\x61t\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x08 \x01(\t\"\x1c\n\x0e\x45xplainRequest\x12\n\n\x02id\x18\x01 \x01(\t\"V\n\x0bLogsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x11\n\x04tail\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\x42\x07\n\x05_tail\"8\n\x08LogLines\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\r\n\x05lines\x18\x03 \x03(\t\"-\n\x0cQueueRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"c\n\rQueueResponse\x12/\n\tworkloads\x18\x01 \x03(\x0b\x32\x1c.fedbroker.v1.QueuedWorkload\x12\r\n\x05total\x18\x02 \x01(\x05\x12\x12\n\nfair_share\x18\x03 \x01(\x08\"\x90\x02\n\x0eQueuedWorkload\x12\x10\n\x08position\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06tenant\x18\x04 \x01(\t\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12\x0c\n\x04gpus\x18\x06 \x01(\x05\x12\x11\n\tgpu_model\x18\x07 \x01(\t\x12\x12\n\nfair_share\x18\x08 \x01(\x01\x12\x0e\n\x06weight\x18\t \x01(\x01\x12\x17\n\x0fpreferred_sites\x18\n \x03(\t\x12/\n\x0boverflow_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x0c \x01(\t\x12\x11\n\tpreempted\x18\r \x01(\t2\xe5\x05\n\x0fWorkloadService\x12\x43\n\x06Submit\x12\x1b.fedbroker.v1.SubmitRequest\x1a\x1c.fedbroker.v1.SubmitResponse\x12?\n\x03Get\x12 .fedbroker.v1.GetWorkloadRequest\x1a\x16.fedbroker.v1.Workload\x12O\n\x04List\x12\".fedbroker.v1.ListWorkloadsRequest\x1a#.fedbroker.v1.ListWorkloadsResponse\x12\x45\n\x06\x43\x61ncel\x12#.fedbroker.v1.CancelWorkloadRequest\x1a\x16.fedbroker.v1.Workload\x12J\n\x05Watch\x12\".fedbroker.v1.WatchWorkloadRequest\x1a\x1b.fedbroker.v1.WorkloadEvent0\x01\x12\x42\n\x07\x45xplain\x12\x1c.fedbroker.v1.ExplainRequest\x1a\x19.fedbroker.v1.Explanation\x12;\n\x04Logs\x12\x19.fedbroker.v1.LogsRequest\x1a\x16.fedbroker.v1.LogLines0\x01\x12T\n\x0eWatchWorkloads\x12#.fedbroker.v1.WatchWorkloadsRequest\x1a\x1b.fedbroker.v1.WorkloadEvent0\x01\x12O\n\nListEvents\x12\x1f.fedbroker.v1.ListEventsRequest\x1a .fedbroker.v1.ListEventsResponse\x12@\n\x05Queue\x12\x1a.fedbroker.v1.QueueRequest\x1a\x1b.fedbroker.v1.QueueResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#fedbroker/v1/workload_service.proto\x12\x0c\x66\x65\x64\x62roker.v1\x1a\x18\x66\x65\x64\x62roker/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"^\n\rSubmitRequest\x12(\n\x04spec\x18\x01 \x01(\x0b\x32\x1a.fedbroker.v1.WorkloadSpec\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x93\x01\n\x0eSubmitResponse\x12(\n\x08workload\x18\x01 \x01(\x0b\x32\x16.fedbroker.v1.Workload\x12.\n\x0b\x65xplanation\x18\x02 \x01(\x0b\x32\x19.fedbroker.v1.Explanation\x12\'\n\x06quotes\x18\x03 \x03(\x0b\x32\x17.fedbroker.v1.SiteQuote\"\xc5\x02\n\tSiteQuote\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x10\n\x08\x65ligible\x18\x02 \x01(\x08\x12\x0f\n\x07reasons\x18\x03 \x03(\t\x12\x11\n\tgpu_model\x18\x04 \x01(\t\x12\x11\n\tgpu_hours\x18\x05 \x01(\x01\x12\x1e\n\x16price_hkd_per_gpu_hour\x18\x06 \x01(\x01\x12\x11\n\ttotal_hkd\x18\x07 \x01(\x01\x12\x13\n\x0bprogram_hkd\x18\x08 \x01(\x01\x12\x12\n\ntenant_hkd\x18\t \x01(\x01\x12\x0f\n\x07program\x18\n \x01(\t\x12\"\n\x15\x62udget_left_after_hkd\x18\x0b \x01(\x01H\x00\x88\x01\x01\x12\x1f\n\x12\x63\x61p_left_after_hkd\x18\x0c \x01(\x01H\x01\x88\x01\x01\x42\x18\n\x16_budget_left_after_hkdB\x15\n\x13_cap_left_after_hkd\" \n\x12GetWorkloadRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\xbd\x01\n\x14ListWorkloadsRequest\x12+\n\x06states\x18\x01 \x03(\x0e\x32\x1b.fedbroker.v1.WorkloadState\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x0c\n\x04site\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\x12)\n\x05since\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\npage_token\x18\x07 \x01(\t\"n\n\x15ListWorkloadsResponse\x12)\n\tworkloads\x18\x01 \x03(\x0b\x32\x16.fedbroker.v1.Workload\x12\x11\n\tevent_seq\x18\x02 \x01(\x03\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"#\n\x15\x43\x61ncelWorkloadRequest\x12\n\n\x02id\x18\x01 \x01(\t\"5\n\x14WatchWorkloadRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\":\n\x15WatchWorkloadsRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x03\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"\x1f\n\x11ListEventsRequest\x12\n\n\x02id\x18\x01 \x01(\t\"A\n\x12ListEventsResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.fedbroker.v1.WorkloadEvent\"\xc5\x01\n\rWorkloadEvent\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.fedbroker.v1.WorkloadState\x12\x0c\n\x04site\x18\x04 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12\x0f\n\x07message\x18\x06 \x01(\t\x12&\n\x02\x61t\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x08 \x01(\t\"\x1c\n\x0e\x45xplainRequest\x12\n\n\x02id\x18\x01 \x01(\t\"V\n\x0bLogsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x11\n\x04tail\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\x42\x07\n\x05_tail\"8\n\x08LogLines\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\r\n\x05lines\x18\x03 \x03(\t\"-\n\x0cQueueRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"c\n\rQueueResponse\x12/\n\tworkloads\x18\x01 \x03(\x0b\x32\x1c.fedbroker.v1.QueuedWorkload\x12\r\n\x05total\x18\x02 \x01(\x05\x12\x12\n\nfair_share\x18\x03 \x01(\x08\"\x90\x02\n\x0eQueuedWorkload\x12\x10\n\x08position\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06tenant\x18\x04 \x01(\t\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12\x0c\n\x04gpus\x18\x06 \x01(\x05\x12\x11\n\tgpu_model\x18\x07 \x01(\t\x12\x12\n\nfair_share\x18\x08 \x01(\x01\x12\x0e\n\x06weight\x18\t \x01(\x01\x12\x17\n\x0fpreferred_sites\x18\n \x03(\t\x12/\n\x0boverflow_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x0c \x01(\t\x12\x11\n\tpreempted\x18\r \x01(\t2\xe5\x05\n\x0fWorkloadService\x12\x43\n\x06Submit\x12\x1b.fedbroker.v1.SubmitRequest\x1a\x1c.fedbroker.v1.SubmitResponse\x12?\n\x03Get\x12 .fedbroker.v1.GetWorkloadRequest\x1a\x16.fedbroker.v1.Workload\x12O\n\x04List\x12\".fedbroker.v1.ListWorkloadsRequest\x1a#.fedbroker.v1.ListWorkloadsResponse\x12\x45\n\x06\x43\x61ncel\x12#.fedbroker.v1.CancelWorkloadRequest\x1a\x16.fedbroker.v1.Workload\x12J\n\x05Watch\x12\".fedbroker.v1.WatchWorkloadRequest\x1a\x1b.fedbroker.v1.WorkloadEvent0\x01\x12\x42\n\x07\x45xplain\x12\x1c.fedbroker.v1.ExplainRequest\x1a\x19.fedbroker.v1.Explanation\x12;\n\x04Logs\x12\x19.fedbroker.v1.LogsRequest\x1a\x16.fedbroker.v1.LogLines0\x01\x12T\n\x0eWatchWorkloads\x12#.fedbroker.v1.WatchWorkloadsRequest\x1a\x1b.fedbroker.v1.WorkloadEvent0\x01\x12O\n\nListEvents\x12\x1f.fedbroker.v1.ListEventsRequest\x1a .fedbroker.v1.ListEventsResponse\x12@\n\x05Queue\x12\x1a.fedbroker.v1.QueueRequest\x1a\x1b.fedbroker.v1.QueueResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,41 +34,41 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedbroker.v1.workload_servi
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SUBMITREQUEST']._serialized_start=112
-  _globals['_SUBMITREQUEST']._serialized_end=186
-  _globals['_SUBMITRESPONSE']._serialized_start=189
-  _globals['_SUBMITRESPONSE']._serialized_end=336
-  _globals['_SITEQUOTE']._serialized_start=339
-  _globals['_SITEQUOTE']._serialized_end=664
-  _globals['_GETWORKLOADREQUEST']._serialized_start=666
-  _globals['_GETWORKLOADREQUEST']._serialized_end=698
-  _globals['_LISTWORKLOADSREQUEST']._serialized_start=701
-  _globals['_LISTWORKLOADSREQUEST']._serialized_end=890
-  _globals['_LISTWORKLOADSRESPONSE']._serialized_start=892
-  _globals['_LISTWORKLOADSRESPONSE']._serialized_end=1002
-  _globals['_CANCELWORKLOADREQUEST']._serialized_start=1004
-  _globals['_CANCELWORKLOADREQUEST']._serialized_end=1039
-  _globals['_WATCHWORKLOADREQUEST']._serialized_start=1041
-  _globals['_WATCHWORKLOADREQUEST']._serialized_end=1094
-  _globals['_WATCHWORKLOADSREQUEST']._serialized_start=1096
-  _globals['_WATCHWORKLOADSREQUEST']._serialized_end=1154
-  _globals['_LISTEVENTSREQUEST']._serialized_start=1156
-  _globals['_LISTEVENTSREQUEST']._serialized_end=1187
-  _globals['_LISTEVENTSRESPONSE']._serialized_start=1189
-  _globals['_LISTEVENTSRESPONSE']._serialized_end=1254
-  _globals['_WORKLOADEVENT']._serialized_start=1257
-  _globals['_WORKLOADEVENT']._serialized_end=1454
-  _globals['_EXPLAINREQUEST']._serialized_start=1456
-  _globals['_EXPLAINREQUEST']._serialized_end=1484
-  _globals['_LOGSREQUEST']._serialized_start=1486
-  _globals['_LOGSREQUEST']._serialized_end=1572
-  _globals['_LOGLINES']._serialized_start=1574
-  _globals['_LOGLINES']._serialized_end=1630
-  _globals['_QUEUEREQUEST']._serialized_start=1632
-  _globals['_QUEUEREQUEST']._serialized_end=1677
-  _globals['_QUEUERESPONSE']._serialized_start=1679
-  _globals['_QUEUERESPONSE']._serialized_end=1778
-  _globals['_QUEUEDWORKLOAD']._serialized_start=1781
-  _globals['_QUEUEDWORKLOAD']._serialized_end=2053
-  _globals['_WORKLOADSERVICE']._serialized_start=2056
-  _globals['_WORKLOADSERVICE']._serialized_end=2797
+  _globals['_SUBMITREQUEST']._serialized_end=206
+  _globals['_SUBMITRESPONSE']._serialized_start=209
+  _globals['_SUBMITRESPONSE']._serialized_end=356
+  _globals['_SITEQUOTE']._serialized_start=359
+  _globals['_SITEQUOTE']._serialized_end=684
+  _globals['_GETWORKLOADREQUEST']._serialized_start=686
+  _globals['_GETWORKLOADREQUEST']._serialized_end=718
+  _globals['_LISTWORKLOADSREQUEST']._serialized_start=721
+  _globals['_LISTWORKLOADSREQUEST']._serialized_end=910
+  _globals['_LISTWORKLOADSRESPONSE']._serialized_start=912
+  _globals['_LISTWORKLOADSRESPONSE']._serialized_end=1022
+  _globals['_CANCELWORKLOADREQUEST']._serialized_start=1024
+  _globals['_CANCELWORKLOADREQUEST']._serialized_end=1059
+  _globals['_WATCHWORKLOADREQUEST']._serialized_start=1061
+  _globals['_WATCHWORKLOADREQUEST']._serialized_end=1114
+  _globals['_WATCHWORKLOADSREQUEST']._serialized_start=1116
+  _globals['_WATCHWORKLOADSREQUEST']._serialized_end=1174
+  _globals['_LISTEVENTSREQUEST']._serialized_start=1176
+  _globals['_LISTEVENTSREQUEST']._serialized_end=1207
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=1209
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=1274
+  _globals['_WORKLOADEVENT']._serialized_start=1277
+  _globals['_WORKLOADEVENT']._serialized_end=1474
+  _globals['_EXPLAINREQUEST']._serialized_start=1476
+  _globals['_EXPLAINREQUEST']._serialized_end=1504
+  _globals['_LOGSREQUEST']._serialized_start=1506
+  _globals['_LOGSREQUEST']._serialized_end=1592
+  _globals['_LOGLINES']._serialized_start=1594
+  _globals['_LOGLINES']._serialized_end=1650
+  _globals['_QUEUEREQUEST']._serialized_start=1652
+  _globals['_QUEUEREQUEST']._serialized_end=1697
+  _globals['_QUEUERESPONSE']._serialized_start=1699
+  _globals['_QUEUERESPONSE']._serialized_end=1798
+  _globals['_QUEUEDWORKLOAD']._serialized_start=1801
+  _globals['_QUEUEDWORKLOAD']._serialized_end=2073
+  _globals['_WORKLOADSERVICE']._serialized_start=2076
+  _globals['_WORKLOADSERVICE']._serialized_end=2817
 # @@protoc_insertion_point(module_scope)

@@ -11,12 +11,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SubmitRequest(_message.Message):
-    __slots__ = ("spec", "dry_run")
+    __slots__ = ("spec", "dry_run", "request_id")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     spec: _types_pb2.WorkloadSpec
     dry_run: bool
-    def __init__(self, spec: _Optional[_Union[_types_pb2.WorkloadSpec, _Mapping]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    def __init__(self, spec: _Optional[_Union[_types_pb2.WorkloadSpec, _Mapping]] = ..., dry_run: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
     __slots__ = ("workload", "explanation", "quotes")
