@@ -9,6 +9,8 @@ the broker's heartbeat TTL. Then the faults stop, everything is healed, the work
 the checks read the database and the agents' own launch records (their logs):
 
 - every acknowledged submit is stored, and every stored workload ended in one terminal state;
+- unanswered submits are sent again under their request id: no (tenant, request id) made two
+  workloads, and each answer named the workload stored for its id;
 - each scripted fate came true (or the workload failed for an infrastructure reason, counted);
 - no attempt was launched twice; no launch found its site full (the broker never over-committed);
 - the subsidy ledger balances (its rows, the broker's book and its usage report agree per
@@ -31,6 +33,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import grpc
 import sqlalchemy as sa
 import yaml
 from tabulate import tabulate
@@ -44,6 +47,8 @@ from broker.store import LedgerRow
 from tests.soak.proxy import TcpProxy
 
 SITES = ("site-a", "site-b", "site-c")
+# Unanswered submits sent again under their request id (any other refusal is final).
+RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 TENANTS = {  # name -> subsidy budget (HK$), or None for a tenant that pays full price
     "tenant-0": 12.0,
     "tenant-1": 5.0,
@@ -161,6 +166,7 @@ class Soak:
             site: [TcpProxy(endpoint) for endpoint in self.fed.broker_endpoints.values()] for site in SITES
         }
         self.fates: dict[str, str] = {}  # acknowledged workload -> its scripted fate
+        self.requests: dict[tuple[str, str], str] = {}  # (tenant, request id) -> acknowledged workload
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._cancels: queue.Queue[tuple[float, str]] = queue.Queue()
@@ -234,21 +240,39 @@ class Soak:
         try:
             while not self._stop.is_set():
                 fate = rng.choices(FATES, weights=(80, 8, 12))[0]
-                try:
-                    workload = client.submit(self._spec(rng, tenant, fate)).workload
-                except ClientError as error:
-                    # Not acknowledged: stored or not, it is no promise (counted, not retried here).
-                    self._count(f"submits not answered ({error.code.name})")
-                    time.sleep(0.2)
+                spec = self._spec(rng, tenant, fate)
+                request_id = f"soak-{rng.getrandbits(64):016x}"
+                workload = self._submit_until_answered(client, spec, request_id)
+                if workload is None:
                     continue
                 with self._lock:
                     self.fates[workload.id] = fate
+                    self.requests[(tenant, request_id)] = workload.id
                 self._count("submits acknowledged")
                 if fate == "cancel":
                     self._cancels.put((time.monotonic() + rng.uniform(0.0, 1.5), workload.id))
                 time.sleep(rng.expovariate(1 / period))
         finally:
             client.close()
+
+    def _submit_until_answered(self, client: Client, spec: Any, request_id: str) -> Any:
+        """The submit, sent again under its request id while unanswered (the client retries on
+        UNAVAILABLE for ~30 s itself; a deadline or a longer outage is retried here) until the run
+        stops: the broker must answer every retry with the one workload the first made, if any."""
+        tries = 0
+        while True:
+            try:
+                workload = client.submit(spec, request_id=request_id).workload
+            except ClientError as error:
+                self._count(f"submits not answered ({error.code.name})")
+                if error.code not in RETRIED or self._stop.is_set():
+                    return None  # not acknowledged: stored or not, it is no promise
+                tries += 1
+                time.sleep(0.2)
+                continue
+            if tries:
+                self._count("submits answered after a retry under their request id")
+            return workload
 
     def _cancel(self) -> None:
         client = Client(self.fed.endpoints, self.tokens["sre"], timeout=5)
@@ -341,6 +365,21 @@ class Soak:
 
     # ------------------------------------------------------------------ checks
 
+    def _check_requests(self, made: list[Any]) -> None:
+        """Idempotent submit: no (tenant, request id) made two workloads, and each acknowledged one
+        names the workload its answer gave."""
+        found, problems = self.report.found, self.report.problems
+        by_request = Counter((r.tenant, r.request_id) for r in made)
+        twice = [key for key, n in by_request.items() if n > 1]
+        found["request ids that made two workloads"] = len(twice)
+        if twice:
+            problems.append(f"{len(twice)} request ids made two workloads, e.g. {twice[:3]}")
+        stored = {(r.tenant, r.request_id): r.id for r in made}
+        wrong = [(key, wid, stored.get(key)) for key, wid in self.requests.items() if stored.get(key) != wid]
+        found["acknowledged request ids stored as another workload"] = len(wrong)
+        if wrong:
+            problems.append(f"{len(wrong)} answers named another workload than stored, e.g. {wrong[:3]}")
+
     def _check(self) -> None:
         found, problems = self.report.found, self.report.problems
         engine = sa.create_engine(self.fed.db_url)
@@ -351,8 +390,12 @@ class Soak:
                     sa.text("SELECT count(*) FROM workload_events WHERE message LIKE 'no room%'")
                 ).scalar_one()
                 money = money_findings(conn)
+                made = conn.execute(
+                    sa.text("SELECT tenant, request_id, id FROM workloads WHERE request_id IS NOT NULL")
+                ).all()
         finally:
             engine.dispose()
+        self._check_requests(made)
         stored = {r.id: r for r in rows}
         states = Counter(r.state for r in rows)
         found["workloads stored"] = len(rows)
