@@ -43,6 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from broker.gc_tuning import tune_gc
 from broker.placement import (
     Dataset,
     FairSharePolicy,
@@ -145,6 +146,7 @@ def workloads(fed: Federation, seed: int) -> Iterator[Request]:
 
 def measure(scale: str, queued: int, seed: int, fair_share: bool = True, preemption: bool = True) -> dict:
     n_sites, n_nodes = SCALES[scale]
+    tune_gc()  # the collector as `fedbroker serve` sets it (a full sweep inside a pass is not the core's)
     fed, inventory = build(n_sites, n_nodes, seed, fair_share, preemption)
     core = PlacementCore(fed)
     for name, nodes in inventory.items():
