@@ -17,6 +17,7 @@ from broker import telemetry
 from broker.api import convert, logs, queue_view, workload_views
 from broker.api.limits import SubmitLimiter, bounded, check_ref
 from broker.api.status import status_for, unary
+from broker.api.workload_views import only_own
 from broker.auth import Authenticator, Identity
 from broker.engine import commands as c
 from broker.engine.engine import Engine
@@ -144,7 +145,7 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
         who = self.auth.identify(context.invocation_metadata())
         tenant = _reader(who)
         if tenant is not None and request.tenant and request.tenant != tenant:
-            raise InvalidArgument(f"tenant: a tenant sees only its own workloads ({tenant})")
+            raise PermissionDenied(only_own(tenant))
         limit = request.limit or QUEUE_LIMIT_DEFAULT
         if not 0 < limit <= LIST_LIMIT_MAX:
             raise InvalidArgument(f"limit: between 1 and {LIST_LIMIT_MAX:,}")
@@ -171,7 +172,7 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
             who = self.auth.identify(context.invocation_metadata())
             tenant = _reader(who)
             if tenant is not None and request.tenant and request.tenant != tenant:
-                raise InvalidArgument(f"tenant: a tenant sees only its own workloads ({tenant})")
+                raise PermissionDenied(only_own(tenant))
         except BrokerError as error:
             await context.abort(status_for(error), bounded(str(error)))
         wanted = tenant or request.tenant or None

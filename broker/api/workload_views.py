@@ -19,7 +19,7 @@ from broker.api.limits import check_ref
 from broker.config import Weights
 from broker.engine.engine import Engine
 from broker.engine.records import WorkloadRecord
-from broker.errors import InvalidArgument
+from broker.errors import InvalidArgument, PermissionDenied
 from broker.store.lookups import Filter
 from broker.watch import ALL_WORKLOADS, STOPPING
 
@@ -49,6 +49,12 @@ def workloads(engine: Engine, records: list[WorkloadRecord]) -> list[types_pb2.W
     return out
 
 
+def only_own(tenant: str) -> str:
+    """A tenant named another tenant's workloads: refused for who it is (PERMISSION_DENIED, as
+    GetUsage refuses another's usage), not for how it asked."""
+    return f"tenant: a tenant sees only its own workloads ({tenant})"
+
+
 def list_filter(request: workload_service_pb2.ListWorkloadsRequest, tenant: str | None) -> Filter:
     """The caller's filter; a tenant's own tenant overrides any it asks for (it sees only its own)."""
     if request.limit < 0:
@@ -60,7 +66,7 @@ def list_filter(request: workload_service_pb2.ListWorkloadsRequest, tenant: str 
     except ValueError:
         raise InvalidArgument("states: unknown workload state") from None
     if tenant is not None and request.tenant and request.tenant != tenant:
-        raise InvalidArgument(f"tenant: a tenant sees only its own workloads ({tenant})")
+        raise PermissionDenied(only_own(tenant))
     since = request.since.ToNanoseconds() / 1e9 if request.HasField("since") else None
     before_seq = paging.seq_from_token(request.page_token) if request.page_token else None
     return Filter(
