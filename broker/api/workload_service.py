@@ -66,7 +66,10 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
         spec_wire = wire.SerializeToString()
         if len(spec_wire) > MAX_SPEC_BYTES:
             raise InvalidArgument(f"spec: {len(spec_wire):,} bytes; at most {MAX_SPEC_BYTES:,} are accepted")
-        self.limiter.check_queued(who.name, self.engine.state.core.queued_count(who.name))
+        state = self.engine.state
+        if request_id is None or state.requests.get(who.name, request_id) is None:
+            # (a repeat makes nothing new: it is answered, whatever the tenant's queue holds)
+            self.limiter.check_queued(who.name, state.core.queued_count(who.name))
         record, explanation = await self.engine.submit(who.name, spec, spec_wire, request_id)
         if explanation.get("repeat"):  # the stored workload, as it is now (its spec as stored)
             return workload_service_pb2.SubmitResponse(

@@ -226,3 +226,16 @@ def test_the_cli_retries_under_one_request_id(tmp_path: Path) -> None:
         assert cli.returncode == 0, err
         assert rows(fed, "SELECT count(*) FROM workloads WHERE request_id IS NOT NULL") == [(1,)]
         assert '"cli-retry"' in out
+
+
+def test_a_repeat_is_answered_when_the_tenants_queue_is_full(tmp_path: Path) -> None:
+    """The queue bound refuses new work, not the answer to a retry of work already queued."""
+    fed = LocalFederation(tmp_path, config=bounded_federation(tmp_path, limits={"queued_per_tenant": 1}))
+    with fed:
+        fed.start_broker()  # no agents: everything queues
+        with fed.client("lion-rock-ai") as tenant:
+            first = tenant.submit(spec(), request_id="queued-1").workload
+            assert tenant.submit(spec(), request_id="queued-1").workload.id == first.id
+            with pytest.raises(ClientError) as error:
+                tenant.submit(spec(), request_id="queued-2")
+        assert error.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
