@@ -8,6 +8,7 @@ call none of it.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 import grpc
 from fedbroker.v1 import types_pb2, workload_service_pb2, workload_service_pb2_grpc
@@ -26,6 +27,7 @@ from broker.errors import BrokerError, FailedPrecondition, InvalidArgument, Perm
 from broker.lifecycle import TERMINAL
 from broker.spec import MAX_SPEC_BYTES, spec_from_proto, spec_to_proto
 
+T = TypeVar("T")
 LIST_LIMIT_MAX = 10_000
 QUEUE_LIMIT_DEFAULT = 100  # rows of `fedbroker queue`: each costs its reason, built on demand
 
@@ -154,6 +156,19 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
             raise InvalidArgument(f"limit: between 1 and {LIST_LIMIT_MAX:,}")
         return queue_view.queue_response(self.engine, tenant or request.tenant or None, limit)
 
+    async def _authorised(
+        self, who: Identity, stream: AsyncIterator[T], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[T]:
+        """A stream's items while the token that opened it is still in the config: a reload that
+        removes the token ends the stream at its next item (a call is authorised when it starts;
+        a stream outlives that moment)."""
+        async for item in stream:
+            if not self.auth.knows(who):
+                await context.abort(
+                    grpc.StatusCode.UNAUTHENTICATED, "the token of this call was removed from the config"
+                )
+            yield item
+
     async def Watch(
         self, request: workload_service_pb2.WatchWorkloadRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[workload_service_pb2.WorkloadEvent]:
@@ -165,7 +180,7 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
         except BrokerError as error:
             await context.abort(status_for(error), bounded(str(error)))
         events = workload_views.events_of_one(self.engine, record.id, max(0, request.after_seq))
-        async for event in workload_views.until_broker_stops(events, context):
+        async for event in self._authorised(who, workload_views.until_broker_stops(events, context), context):
             yield event
 
     async def WatchWorkloads(
@@ -180,7 +195,7 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
             await context.abort(status_for(error), bounded(str(error)))
         wanted = tenant or request.tenant or None
         events = workload_views.events_of_all(self.engine, wanted, request.after_seq)
-        async for event in workload_views.until_broker_stops(events, context):
+        async for event in self._authorised(who, workload_views.until_broker_stops(events, context), context):
             yield event
 
     async def Logs(
@@ -190,7 +205,7 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
         try:
             who = self.auth.identify(context.invocation_metadata())
             check_ref(request.id, "id")
-            async for lines in logs.relay(self.engine, _reader(who), request):
+            async for lines in self._authorised(who, logs.relay(self.engine, _reader(who), request), context):
                 yield lines
         except BrokerError as error:
             await context.abort(status_for(error), bounded(str(error)))

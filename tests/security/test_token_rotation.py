@@ -18,10 +18,22 @@ from fedbroker.v1 import agent_service_pb2_grpc as ag
 from broker.auth import sha256_hex
 from broker.client import Client, ClientError
 from broker.localfed import DEV_TOKENS, LocalFederation
+from broker.spec import WorkloadSpec, parse_spec
 from tests.security.harness import bounded_federation
 
 NEW_AGENT = "rotated-agent-cyberport"
 NEW_TENANT = "rotated-tenant-lion-rock-ai"
+
+
+def spec() -> WorkloadSpec:
+    return parse_spec(
+        {
+            "name": "rotation",
+            "backend": "ray",
+            "ray": {"entrypoint": "python x.py"},
+            "resources": {"gpus_per_replica": 1, "gpu_model": "H800"},
+        }
+    )
 
 
 def write_tokens(config: Path, site: list[str], tenant: list[str]) -> None:
@@ -108,18 +120,33 @@ def test_rotation_overlap_then_old_refused(tmp_path: Path) -> None:
         assert healthy(fed, "cyberport")
 
 
-def test_reload_that_removes_a_token_ends_its_open_stream(tmp_path: Path) -> None:
+def test_reload_that_removes_a_token_ends_its_open_streams(tmp_path: Path) -> None:
     """An agent still on a removed token does not keep speaking for its site until it reconnects:
-    its stream ends at the reload, and its reconnection is refused (the agent stops: exit 1)."""
+    its stream ends at the reload, and its reconnection is refused (the agent stops: exit 1). A
+    tenant's watch opened with a removed token gets no more events (UNAUTHENTICATED)."""
     config = bounded_federation(tmp_path)
     fed = LocalFederation(tmp_path, config=config, agent_overrides={"heartbeat_s": 0.5})
     with fed:
         fed.start_broker()
         fed.start_agent("cyberport")
         fed.wait_healthy(["cyberport"])
-        write_tokens(config, [NEW_AGENT], [DEV_TOKENS["lion-rock-ai"]])
+        old_tenant = Client(fed.endpoint, DEV_TOKENS["lion-rock-ai"])
+        old_tenant.submit(spec())
+        watch = old_tenant.watch_all(after_seq=0, timeout=30)
+        next(watch)  # open, on the old token
+        write_tokens(config, [NEW_AGENT], [NEW_TENANT])
         with fed.client() as operator:
             assert operator.reload_config().reloaded
+        with Client(fed.endpoint, NEW_TENANT) as tenant:
+            after = tenant.submit(spec()).workload.id  # events the old token's watch would be sent
+        seen = []
+        with pytest.raises(ClientError) as error:
+            for event in watch:  # what was sent before the reload, then the refusal
+                seen.append(event.workload_id)
+        assert after not in seen
+        assert error.value.code == grpc.StatusCode.UNAUTHENTICATED
+        assert "removed from the config" in error.value.message
+        old_tenant.close()
         agent = fed.processes["agent-cyberport"]
         try:
             agent.wait(20)
