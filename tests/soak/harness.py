@@ -305,11 +305,14 @@ class Soak:
     def _faults(self, until: float) -> None:
         rng, fed = self.rng, self.fed
         faults: list[str] = []
-        while time.monotonic() < until:
+        rounds = 0
+        # Until the time is up, and at least one whole round: every kind of fault at least once.
+        while time.monotonic() < until or rounds < 1 or faults:
             time.sleep(rng.uniform(1.0, 3.0))
             if not faults:  # every kind in each round, in a seeded order
                 faults = ["kill agent", "kill agent", "partition agent", "kill broker"]
                 rng.shuffle(faults)
+                rounds += 1
             fault = faults.pop()
             site = rng.choice(SITES)
             if fault == "kill agent":
