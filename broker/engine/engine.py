@@ -116,6 +116,7 @@ class Engine:
         self._standby_note = f"broker {self.broker_id} is on standby"  # who is active, as last read
         self._state: BrokerState | None = None
         self.cycles = 0
+        self._queue_positions = liveview.QueuePositions()  # for Get and List, off the queue's walk
         self.observer: CycleObserver = NoObserver()  # metrics and logs of each committed cycle
         self.config_path: Path | None = None  # the federation file a reload reads again
         self.config_listeners: list[Callable[[FederationConfig], None]] = []  # told of a reload
@@ -357,7 +358,9 @@ class Engine:
     def live_status(self, records: list[WorkloadRecord]) -> dict[str, liveview.LiveStatus]:
         """Queue positions and unreachable sites, from memory (on the event loop)."""
         clocks = liveview.Clocks(self.clock.now(), self.wall())
-        return liveview.statuses(self.state.core, self.links, self.config, clocks, records)
+        return liveview.statuses(
+            self.state.core, self.links, self.config, clocks, records, self._queue_positions
+        )
 
     async def list_workloads(self, tenant: str | None, states: list[str], limit: int) -> list[WorkloadRecord]:
         return await self.read(

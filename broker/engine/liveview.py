@@ -41,18 +41,41 @@ class Clocks:
         return self.wall - (self.now - attentive)
 
 
+class QueuePositions:
+    """Each queued workload's place in the queue, as the next pass would take it.
+
+    Working the order out walks the whole queue in fair order, O(queue): once per Get made a
+    flood of queued work slow every other tenant's Get (bench/flood.py), and so did once per
+    change of the queue, which a flood changes with every accepted submit. So a place shown
+    is at most `max_age_s` old; work asked about that joined since is placed at once."""
+
+    def __init__(self, max_age_s: float = 1.0) -> None:
+        self.max_age_s = max_age_s
+        self._core: int | None = None
+        self._at = 0.0
+        self._positions: dict[str, int] = {}
+
+    def of(self, core: PlacementCore, now: float, wanted: Iterable[str] = ()) -> dict[str, int]:
+        fresh = id(core) == self._core and 0 <= now - self._at <= self.max_age_s
+        if not fresh or any(w not in self._positions for w in wanted):
+            self._positions = {wid: i for i, wid in enumerate(core.queued_ids(), start=1)}
+            self._core, self._at = id(core), now
+        return self._positions
+
+
 def statuses(
     core: PlacementCore,
     links: dict[str, SiteLink],
     config: FederationConfig,
     clocks: Clocks,
     records: Iterable[WorkloadRecord],
+    positions_cache: QueuePositions | None = None,
 ) -> dict[str, LiveStatus]:
     records = list(records)
     queued = [r.id for r in records if r.state == QUEUED]
     positions: dict[str, int] = {}
     if queued:
-        positions = {wid: i for i, wid in enumerate(core.queued_ids(), start=1)}
+        positions = (positions_cache or QueuePositions()).of(core, clocks.now, queued)
     out: dict[str, LiveStatus] = {}
     for record in records:
         if record.state == QUEUED and record.id in positions:
