@@ -731,6 +731,7 @@ class PlacementCore:
                         failed[shape] = None
                         skip = True
                 at = pos + k - start
+                done: Placed | None = None
                 if skip:
                     skipped += 1
                     preempting = req.priority in preempting_priorities and self._may_preempt(entry, preempt)
@@ -743,49 +744,34 @@ class PlacementCore:
                     if hold_sites is None:  # not evaluated in this pass: ask, once per shape
                         hold_sites = self._decide(req, refuse=False, count=False).hold_sites
                         failed[shape] = hold_sites
-                    if preempting:
-                        before = len(preempted)
-                        done = self._preempt(entry, hold_sites, preempt, preempted)
-                        changed_shares(preempted[before:])
-                        if done is not None:  # placed at once on GPUs its victims had reserved
-                            placed.append(done)
-                            took(req, at, ())
-                            if fair:
-                                end = k + 1
-                                fair_runs.cut(end)
-                                break
-                            continue
+                else:
+                    evaluated += 1
+                    out = self._decide(req, refuse=False, count=True, explain=False)
+                    hold_sites = out.hold_sites
+                    preempting = False
+                    if isinstance(out.decision, Placed):
+                        self._commit(req, out, entry.key)
+                        done = out.decision
+                    else:
+                        entry.explanation, entry.failures, entry.stamp = None, out.failures, stamp
+                        failed[shape] = hold_sites
+                        failed_sizes.setdefault(klass, []).append(entry.size)
+                        preempting = self._may_preempt(entry, preempt)
+                if done is None and preempting:
+                    before = len(preempted)
+                    # placed at once on GPUs its victims had reserved, or None
+                    done = self._preempt(entry, hold_sites, preempt, preempted)
+                    changed_shares(preempted[before:])
+                if done is None:
                     if entry.waits >= starve:
                         self._hold(entry, hold_sites)
                     continue
-                evaluated += 1
-                out = self._decide(req, refuse=False, count=True, explain=False)
-                if isinstance(out.decision, Placed):
-                    self._commit(req, out, entry.key)
-                    placed.append(out.decision)
-                    took(req, at, ())
-                    if fair:
-                        end = k + 1
-                        fair_runs.cut(end)
-                        break
-                    continue
-                entry.explanation, entry.failures, entry.stamp = None, out.failures, stamp
-                failed[shape] = out.hold_sites
-                failed_sizes.setdefault(klass, []).append(entry.size)
-                if self._may_preempt(entry, preempt):
-                    before = len(preempted)
-                    done = self._preempt(entry, out.hold_sites, preempt, preempted)
-                    changed_shares(preempted[before:])
-                    if done is not None:
-                        placed.append(done)
-                        took(req, at, ())
-                        if fair:
-                            end = k + 1
-                            fair_runs.cut(end)
-                            break
-                        continue
-                if entry.waits >= starve:
-                    self._hold(entry, out.hold_sites)
+                placed.append(done)
+                took(req, at, ())
+                if fair:
+                    end = k + 1
+                    fair_runs.cut(end)
+                    break
             runs.append((pos, line, start, end))
             pos += end - start
         self._queue.remove_many(placed_ids)
