@@ -64,6 +64,22 @@ def new_request_id() -> str:
     return str(uuid.uuid4())
 
 
+def usage_request(
+    tenant: str = "",
+    site: str = "",
+    since: datetime | None = None,
+    until: datetime | None = None,
+    by: Iterable[str] = (),
+) -> usage_service_pb2.GetUsageRequest:
+    """The GetUsage request of a `usage` call (the sync and asyncio clients alike)."""
+    request = usage_service_pb2.GetUsageRequest(tenant=tenant, site=site, by=list(by))
+    if since is not None:
+        request.since.FromDatetime(since)
+    if until is not None:
+        request.until.FromDatetime(until)
+    return request
+
+
 def _call(rpc: object, request: object, metadata: list[tuple[str, str]], timeout: float | None) -> object:
     try:
         return rpc(request, metadata=metadata, timeout=timeout)  # type: ignore[operator]
@@ -260,11 +276,7 @@ class Client:
         by: Iterable[str] = (),
     ) -> usage_service_pb2.GetUsageResponse:
         """Settled money summed by `by` (default tenant, program, site), with budgets and caps."""
-        request = usage_service_pb2.GetUsageRequest(tenant=tenant, site=site, by=list(by))
-        if since is not None:
-            request.since.FromDatetime(since)
-        if until is not None:
-            request.until.FromDatetime(until)
+        request = usage_request(tenant, site, since, until, by)
         return _call(self._usage.GetUsage, request, self._metadata, self._timeout)  # type: ignore[return-value]
 
     def reload_config(self) -> operator_service_pb2.ReloadConfigResponse:

@@ -21,7 +21,6 @@ from fedbroker.v1 import (
     operator_service_pb2_grpc,
     site_service_pb2,
     site_service_pb2_grpc,
-    usage_service_pb2,
     usage_service_pb2_grpc,
     workload_service_pb2,
     workload_service_pb2_grpc,
@@ -30,7 +29,7 @@ from fedbroker.v1 import (
 from broker import endpoints, lifecycle
 from broker import tls as tls_setup
 from broker.api.limits import CHANNEL_OPTIONS
-from broker.client import SUBMIT_RETRY, ClientError, new_request_id, tracing_wanted
+from broker.client import SUBMIT_RETRY, ClientError, new_request_id, tracing_wanted, usage_request
 from broker.sdk import workloads
 from broker.sdk.client import RECONNECT_FOR_S, backoff, since_time
 from broker.sdk.errors import WaitTimeout, broker_away, typed
@@ -225,11 +224,7 @@ class AsyncClient:
         until: datetime | None = None,
         by: Iterable[str] = (),
     ) -> Usage:
-        request = usage_service_pb2.GetUsageRequest(tenant=tenant, site=site, by=list(by))
-        if since is not None:
-            request.since.FromDatetime(since)
-        if until is not None:
-            request.until.FromDatetime(until)
+        request = usage_request(tenant, site, since, until, by)
         return Usage.from_proto(await self._unary(self._usage.GetUsage, request))
 
     async def quote(self, workload: WorkloadSpec | dict[str, Any] | str | Path) -> Quote:
