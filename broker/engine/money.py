@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from broker import ledger
+from broker import ledger, placement
 from broker.config import FederationConfig
 from broker.ledger import ZERO, Balance, Book, Reservation
 
@@ -94,17 +94,16 @@ class Cashier:
     def reserve(
         self,
         tx: Any,
+        request: placement.Request,
         *,
-        workload_id: str,
         attempt: int,
-        tenant: str,
         site: str,
-        gpu_model: str,
-        gpus: int,
-        hours: float,
         subsidised: bool,
         at: float,
     ) -> Reservation:
+        """The reservation of `request` placed at `site`: its estimate priced now, one row."""
+        workload_id, tenant, gpu_model = request.workload_id, request.tenant, request.gpu_model
+        gpus, hours = request.gpus_total, request.estimated_hours
         program = self._programs.get(tenant) if subsidised else None
         rate = self._rates.get(program, 0.0) if program is not None else 0.0
         price = self._prices.get(site, {}).get(gpu_model, 0.0)

@@ -129,13 +129,9 @@ def _restore(state: BrokerState, tx: Tx, row: Any) -> None:
             state.core.restore(request, row.site, row.nodes, placed_at=row.started_at or row.updated_at)
             state.money.reserve(
                 tx,
-                workload_id=row.id,
+                request,
                 attempt=row.attempt,
-                tenant=row.tenant,
                 site=row.site,
-                gpu_model=request.gpu_model,
-                gpus=request.gpus_total,
-                hours=request.estimated_hours,
                 subsidised=bool(state.core.subsidy_held(row.id)),
                 at=state.wall(),
             )

@@ -595,16 +595,11 @@ class BrokerState:
                 span.add_event("candidate", candidate_attributes(candidate))
             span.end()
         self._transition(tx, workload, PLACED, decision.explanation.summary)
-        request = workload.request
         self.money.reserve(
             tx,
-            workload_id=workload.id,
+            workload.request,
             attempt=workload.attempt,
-            tenant=workload.tenant,
             site=decision.site,
-            gpu_model=request.gpu_model,
-            gpus=request.gpus_total,
-            hours=request.estimated_hours,
             subsidised=bool(self.core.subsidy_held(workload.id)),
             at=workload.updated_at,
         )
