@@ -121,6 +121,13 @@ class LocalFederation:
             lambda: Client(endpoint, "", tls=self.client_tls).serving(service=service), 30, f"{name} to serve"
         )
 
+    def start(self) -> None:
+        """The broker, then every site's agent, and wait until every site is healthy."""
+        self.start_broker()
+        for site in self.agent_configs:
+            self.start_agent(site)
+        self.wait_healthy()
+
     def start_agent(self, site: str, token: str | None = None, broker: str | None = None) -> None:
         """Start a site's agent (to `broker`, an `a,b` list: every broker's endpoint unless given)."""
         data = yaml.safe_load(self.agent_configs[site].read_text())

@@ -35,10 +35,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
         workdir, config=path, agent_overrides={"heartbeat_s": 0.5, "backend": {"time_scale": 0.0001}}
     )
     with federation:
-        federation.start_broker()
-        for site in federation.agent_configs:
-            federation.start_agent(site)
-        federation.wait_healthy()
+        federation.start()
         yield federation
 
 

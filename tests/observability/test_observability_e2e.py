@@ -127,10 +127,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
             process_env=process_env,
         )
         with fed:
-            fed.start_broker()
-            for site in fed.agent_configs:
-                fed.start_agent(site)
-            fed.wait_healthy()
+            fed.start()
             yield Observed(fed, receiver, broker_port, agent_port, otel)
 
 
