@@ -430,4 +430,3 @@ def test_an_unchanged_heartbeat_reads_and_writes_nothing(db_url: str) -> None:
         assert h.engine.cycles > cycles
 
     run(db_url, scenario)
-
