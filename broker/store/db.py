@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -9,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 import tenacity
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -51,11 +53,25 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _json_text(value: Any) -> str:
+    """JSON columns' text: orjson, several times faster than json on the commit path (the
+    decisions' explanations); json for what orjson refuses (integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(value)
+
+
 def open_engine(url: str) -> Engine:
     """An engine for a database URL: psycopg 3 for PostgreSQL, SQLite tuned for a broker."""
+    server = url.startswith("postgresql")
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    engine = create_engine(url, pool_pre_ping=True)
+    # A server's connection can drop between uses, so it is pinged at checkout; a SQLite
+    # file's cannot, and the ping would be one more statement on every commit.
+    engine = create_engine(
+        url, pool_pre_ping=server, json_serializer=_json_text, json_deserializer=orjson.loads
+    )
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _tune_sqlite)
     return engine
