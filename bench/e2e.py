@@ -48,7 +48,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -306,9 +306,12 @@ def drive(fed: Federation, processes: int, **kwargs: Any) -> list[tuple[str, flo
 
 
 def _tree(pid: int) -> list[int]:
-    """The process and its children (the broker's database writer)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [pid, *(int(c) for c in children)]
+    """The process and its children (the broker's database writer), whichever thread started them."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with suppress(OSError):  # a worker thread that has just ended
+            children += [int(c) for c in (task / "children").read_text().split()]
+    return [pid, *children]
 
 
 def _proc_cpu_s(pid: int) -> float:

@@ -323,14 +323,15 @@ class Agent:
             )
         else:
             trace_id = messages.trace_id_of(assignment)
-            log.info(
-                "assignment %s received: %s for tenant %s, nodes %s",
-                key,
-                assignment.spec.name or "(unnamed)",
-                assignment.tenant,
-                ",".join(assignment.nodes) or "(any)",
-                extra=self._fields(key, trace_id, tenant=assignment.tenant),
-            )
+            if log.isEnabledFor(logging.INFO):  # its fields cost more than the check, per attempt
+                log.info(
+                    "assignment %s received: %s for tenant %s, nodes %s",
+                    key,
+                    assignment.spec.name or "(unnamed)",
+                    assignment.tenant,
+                    ",".join(assignment.nodes) or "(any)",
+                    extra=self._fields(key, trace_id, tenant=assignment.tenant),
+                )
             self._attempts.taken(key, trace_id)
             self._for_attempt(key, lambda: self._launch(assignment))
         self._send(messages.ack(key))
@@ -350,7 +351,6 @@ class Agent:
 
     async def _launch(self, assignment: pb.Assignment) -> None:
         key = messages.key_of(assignment)
-        parent = telemetry.extract(assignment.trace_context)
         attributes: dict[str, str | int] = {  # the broker's names, so one search finds both sides
             "fedbroker.workload": key.workload_id,
             "fedbroker.attempt": key.attempt,
@@ -358,11 +358,19 @@ class Agent:
             "fedbroker.tenant": assignment.tenant,
         }
         tracer = telemetry.tracer()
-        # Not made current (a context switch in and out per attempt cost as much as the span):
-        # the backend's call is its child, and current, for whatever the backend's client traces.
-        span = tracer.start_span("agent.launch", context=parent, attributes=attributes)
-        try:
+        span: trace.Span | None = None
+        if telemetry.traces_exported():
+            # Not made current (a context switch in and out per attempt cost as much as the span):
+            # the backend's call is its child, and current, for whatever the backend's client traces.
+            parent = telemetry.extract(assignment.trace_context)
+            span = tracer.start_span("agent.launch", context=parent, attributes=attributes)
             carrier = telemetry.inject(span)
+        else:
+            # Nothing would export the span: only its ids are made, so the job's TRACEPARENT
+            # still continues the workload's trace (a third of a launch's cost, unexported).
+            traceparent = assignment.trace_context.get("traceparent") or None
+            carrier = telemetry.span_carrier("agent.launch", attributes, traceparent)
+        try:
             trace_env = {
                 env: carrier[name]
                 for env, name in ((messages.TRACEPARENT_ENV, "traceparent"), ("TRACESTATE", "tracestate"))
@@ -370,7 +378,7 @@ class Agent:
             }
             launch = messages.launch_from(assignment, trace_env)
             try:
-                if telemetry.traces_exported():  # optional: a third of a launch's cost, unexported
+                if span is not None:
                     with tracer.start_as_current_span(
                         "backend.launch",
                         context=trace.set_span_in_context(span),
@@ -380,25 +388,27 @@ class Agent:
                 else:
                     await self.backend.launch(launch)
             except Exception as error:  # whatever went wrong, the attempt must end FAILED, not hang PLACED
-                span.set_status(Status(StatusCode.ERROR, str(error)))
+                if span is not None:
+                    span.set_status(Status(StatusCode.ERROR, str(error)))
+                fields = _carrier_fields(self._fields(key), carrier)
                 if isinstance(error, BackendError):
-                    log.error(
-                        "launch of %s failed: %s", key, error, extra=_span_fields(self._fields(key), span)
-                    )
+                    log.error("launch of %s failed: %s", key, error, extra=fields)
                 else:
-                    log.exception("launch of %s failed", key, extra=_span_fields(self._fields(key), span))
+                    log.exception("launch of %s failed", key, extra=fields)
                 self._changed(
                     AttemptStatus(key, State.FAILED, f"launch failed: {error}", reason=Reason.LAUNCH_ERROR)
                 )
                 return
         finally:
-            span.end()
-        log.info(
-            "launched %s on the %s backend",
-            key,
-            self.backend.kind,
-            extra=_span_fields(self._fields(key), span),
-        )
+            if span is not None:
+                span.end()
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "launched %s on the %s backend",
+                key,
+                self.backend.kind,
+                extra=_carrier_fields(self._fields(key), carrier),
+            )
 
     async def _cancel(self, cancel: pb.Cancel) -> None:
         key = messages.key_of(cancel)
@@ -428,14 +438,15 @@ class Agent:
     def _changed(self, status: AttemptStatus) -> None:
         if not self._attempts.apply(status):
             return
-        detail = f" ({status.message})" if status.message else ""
-        log.info(
-            "%s is %s%s",
-            status.key,
-            status.state,
-            detail,
-            extra=self._fields(status.key, state=status.state.value, reason=status.reason or None),
-        )
+        if log.isEnabledFor(logging.INFO):
+            detail = f" ({status.message})" if status.message else ""
+            log.info(
+                "%s is %s%s",
+                status.key,
+                status.state,
+                detail,
+                extra=self._fields(status.key, state=status.state.value, reason=status.reason or None),
+            )
         self._send(messages.update(status))
 
     def _fields(self, key: AttemptKey, trace_id: str | None = None, **more: str | None) -> dict[str, Any]:
@@ -458,13 +469,13 @@ class Agent:
             self._outbox.put_nowait(message)
 
 
-def _span_fields(fields: dict[str, Any], span: trace.Span) -> dict[str, Any]:
-    """`fields` with the id of `span`, which is never made current (so the log filter cannot see it)."""
-    context = span.get_span_context()
-    if context.is_valid:
-        fields["span_id"] = format(context.span_id, "016x")
-        if "trace_id" not in fields:  # the assignment brought no trace: the span began one
-            fields["trace_id"] = format(context.trace_id, "032x")
+def _carrier_fields(fields: dict[str, Any], carrier: dict[str, str]) -> dict[str, Any]:
+    """`fields` with the ids of the launch's span (from its W3C carrier): that span is never
+    made current, so the log filter cannot see it."""
+    traceparent = carrier.get("traceparent", "")
+    if len(traceparent) == 55:  # 00-<trace id>-<span id>-<flags>
+        fields["span_id"] = traceparent[36:52]
+        fields.setdefault("trace_id", traceparent[3:35])  # when the assignment brought no trace
     return fields
 
 

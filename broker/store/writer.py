@@ -163,6 +163,9 @@ class WriterChild:
             [sys.executable, "-m", "broker.store.writer_child", str(theirs.fileno())],
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,
+            # Not in the terminal's process group: Ctrl-C stops the broker, which then closes
+            # the socket; a signal that reached this process too could kill it mid-commit.
+            start_new_session=True,
             # It imports the broker's modules as this process found them (tests, a source checkout).
             env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
         )

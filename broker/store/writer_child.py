@@ -8,7 +8,6 @@ as closed)."""
 
 from __future__ import annotations
 
-import signal
 import sys
 from multiprocessing.connection import Connection
 
@@ -49,6 +48,4 @@ def serve(pipe: Connection) -> None:
 
 
 if __name__ == "__main__":
-    # Ctrl-C reaches the whole process group: the broker stops, then closes the socket.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     serve(Connection(int(sys.argv[1])))
