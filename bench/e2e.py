@@ -19,9 +19,8 @@ backend, N nodes of 8 GPUs in all, split evenly), waits until every site is heal
    only after its commit). The default 2 x 256 outstanding is past the knee: with fewer, the
    figure measures the round trip (each cycle waits for its commit, and a closed loop offers
    only what its outstanding calls allow), not the broker's capacity; `--in-flight` sweeps it.
-   Broker CPU per submit is the CPU time (user + system, from /proc) of the broker and its
-   database writer process over that phase divided by the submits; RSS is theirs, summed, at
-   the end.
+   Broker CPU per submit is the broker process's CPU time (user + system,
+   from /proc) over that phase divided by the submits; RSS is the broker's at the end.
 
 `--race` instead times N one-node 8-GPU jobs to RUNNING on N nodes (N = 64, 500, 2,000): an
 operator pauses placement (`fedbroker pause`), the N jobs are submitted, placement resumes, and
@@ -48,7 +47,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -305,30 +304,16 @@ def drive(fed: Federation, processes: int, **kwargs: Any) -> list[tuple[str, flo
 # ---------------------------------------------------------------------------- measurements
 
 
-def _tree(pid: int) -> list[int]:
-    """The process and its children (the broker's database writer), whichever thread started them."""
-    children: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with suppress(OSError):  # a worker thread that has just ended
-            children += [int(c) for c in (task / "children").read_text().split()]
-    return [pid, *children]
-
-
 def _proc_cpu_s(pid: int) -> float:
-    total = 0
-    for each in _tree(pid):
-        fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _proc_rss_mb(pid: int) -> float:
-    total = 0
-    for each in _tree(pid):
-        for line in Path(f"/proc/{each}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total / 1024
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def _pct(values: list[float], q: float) -> float:

@@ -96,9 +96,7 @@ async def serve(
     broker_id = f"broker-{uuid.uuid4().hex[:8]}"
     # Always a lease, SQLite included: a second broker on the same database waits on standby.
     lease = Lease(store, broker_id, address=advertise or listen, ttl_s=lease_ttl_s)
-    engine = Engine(
-        config, store, broker_id=broker_id, lease=lease, role=BrokerRole(STANDBY), writer_process=True
-    )
+    engine = Engine(config, store, broker_id=broker_id, lease=lease, role=BrokerRole(STANDBY))
     try:
         await engine.start()
     except SQLAlchemyError as error:

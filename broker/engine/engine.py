@@ -95,7 +95,6 @@ class Engine:
         monotonic: Callable[[], float] = time.monotonic,
         lease: Lease | None = None,
         role: BrokerRole | None = None,
-        writer_process: bool = False,
     ) -> None:
         self.config = config
         self.store = store
@@ -106,7 +105,7 @@ class Engine:
         self.lease = lease
         self.role = role or BrokerRole(ACTIVE if lease is None else STANDBY)
         self.role.set(ACTIVE if lease is None else STANDBY)
-        self.writer = StoreWriter(store, lease, own_process=writer_process)
+        self.writer = StoreWriter(store, fence=lease.fence if lease is not None else None)
         self.hub = WatchHub()
         self.links = self._new_links()
         self._inbox: list[tuple[c.Command, asyncio.Future[Any] | None]] = []
@@ -146,7 +145,6 @@ class Engine:
     async def start(self, *, tick: bool = True) -> None:
         """Recover from the database, then run cycles (and, unless told not to, the health timer).
         With a lease: check the database answers, then contend for the lease in the background."""
-        await self.writer.ready()
         if self.lease is not None:
             await asyncio.to_thread(self.lease.holder)  # an unreachable database fails the start
             await self._refresh_view()

@@ -61,16 +61,6 @@ def _now(conn: Connection) -> float:
     return float(conn.execute(text(f"SELECT {_NOW[conn.dialect.name]}")).scalar_one())
 
 
-def fence(conn: Connection, holder: str, epoch: int) -> None:
-    """Inside a scheduler's transaction: raise LeaseLost unless the lease is still `holder`'s,
-    of `epoch`, and unexpired. The row stays locked until that transaction ends. One statement,
-    the clock read inside it: it runs with every commit (broker/store/writer.py)."""
-    values = {"name": SCHEDULER, "holder": holder, "epoch": epoch}
-    held = conn.execute(_FENCE[conn.dialect.name], values).rowcount
-    if held != 1:
-        raise LeaseLost(f"broker {holder} no longer holds the lease of epoch {epoch}")
-
-
 class Lease:
     def __init__(self, store: Store, broker_id: str, address: str = "", ttl_s: float = 3.0) -> None:
         self.store = store
@@ -116,7 +106,15 @@ class Lease:
             raise LeaseLost(f"broker {self.broker_id} lost the lease of epoch {self.epoch}")
 
     def fence(self, conn: Connection) -> None:
-        fence(conn, self.broker_id, self.epoch)
+        """Inside a scheduler's transaction: raise LeaseLost unless the lease is still ours and
+        unexpired. The row stays locked until that transaction ends. One statement, the clock
+        read inside it: it runs with every commit."""
+        held = conn.execute(
+            _FENCE[conn.dialect.name],
+            {"name": SCHEDULER, "holder": self.broker_id, "epoch": self.epoch},
+        ).rowcount
+        if held != 1:
+            raise LeaseLost(f"broker {self.broker_id} no longer holds the lease of epoch {self.epoch}")
 
     def release(self) -> None:
         """Give the lease up at once (a clean stop), so a standby need not wait for it to expire."""

@@ -9,15 +9,8 @@ health service keep flowing while a commit waits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import itertools
-import logging
-import multiprocessing.connection
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,11 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from broker.engine.tx import Rows
 from broker.store.db import Store
-from broker.store.lease import Lease, LeaseLost, fence
 from broker.store.tables import (
     DecisionRow,
     LedgerRow,
@@ -39,8 +31,6 @@ from broker.store.tables import (
     WorkloadEventRow,
     WorkloadRow,
 )
-
-log = logging.getLogger("fedbroker.store")
 
 _WORKLOADS = WorkloadRow.__table__  # type: ignore[attr-defined]
 _EVENTS = WorkloadEventRow.__table__  # type: ignore[attr-defined]
@@ -72,45 +62,13 @@ _UPDATE_WORKLOAD = (
 )
 
 
-class StoreWriterError(Exception):
-    """A commit in the writer's process failed (the database's words), or the process ended."""
-
-
 class StoreWriter:
-    """Commits each cycle's rows in one transaction, one commit at a time.
-
-    With `own_process` (what `fedbroker serve` uses), the statements run in a child process
-    (broker/store/writer_child.py): SQLAlchemy's and the database driver's work then shares no
-    GIL with the event loop. In the broker's own process, every call into SQLite gave the GIL up
-    and waited to get it back from the loop's busy thread; a commit spent two thirds of its time
-    so waiting, and the engine waits on its commits. This thread only sends the rows and waits.
-    Without it (the tests' embedded engines, an in-memory database), the thread runs them."""
-
-    def __init__(self, store: Store, lease: Lease | None = None, *, own_process: bool = False) -> None:
+    def __init__(self, store: Store, fence: Callable[[Connection], None] | None = None) -> None:
         self.store = store
-        self.lease = lease  # its holder and epoch fence every commit
+        self.fence = fence  # raises inside the transaction if this broker may not write (the lease)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="fedbroker-db-writer")
         self.last_commit_s = 0.0  # how long the last commit took (statements + commit)
         self.commits = 0
-        url = store.engine.url
-        sqlite = url.get_backend_name() == "sqlite"
-        self._child_url: str | None = None
-        if own_process and not (sqlite and url.database in (None, "", ":memory:")):  # a file or a server
-            if sqlite:  # an absolute path: the child may not share the broker's directory
-                url = url.set(database=os.path.abspath(url.database or ""))
-            self._child_url = url.render_as_string(hide_password=False)
-        self._child: WriterChild | None = None
-        # It starts while the broker does (`ready`).
-        self._starting = self._thread.submit(self._child_ready) if self._child_url is not None else None
-
-    async def ready(self) -> None:
-        """Once the writer's process runs: a broker serves only then, or its first commits
-        would wait out the process's start (about half a second)."""
-        if self._starting is not None:
-            try:
-                await asyncio.wrap_future(self._starting)
-            except StoreWriterError as error:  # the first commit tries again, and fails if it must
-                log.warning("%s", error)
 
     async def commit(self, rows: Rows) -> None:
         """Store `rows` in one transaction; raises whatever the database raised (nothing is stored then)."""
@@ -118,92 +76,15 @@ class StoreWriter:
 
     def _commit(self, rows: Rows) -> None:
         start = time.perf_counter()
-        holder = (self.lease.broker_id, self.lease.epoch) if self.lease is not None else None
-        if self._child_url is None:
-            commit_rows(self.store.engine, rows, holder)
-        else:
-            self._child_ready().commit(rows, holder)
+        with self.store.engine.begin() as conn:
+            write(conn, rows)
+            if self.fence is not None:
+                self.fence(conn)  # last, so the lease row is locked only while the commit completes
         self.last_commit_s = time.perf_counter() - start
         self.commits += 1
 
-    def _child_ready(self) -> WriterChild:
-        """The child process, started anew if there is none or it has ended (on this thread)."""
-        if self._child is None or not self._child.alive():
-            if self._child is not None:
-                self._child.close()
-            assert self._child_url is not None
-            self._child = WriterChild(self._child_url)
-        return self._child
-
     def close(self) -> None:
         self._thread.shutdown(wait=True)
-        if self._child is not None:
-            self._child.close()
-            self._child = None
-
-
-def commit_rows(engine: Engine, rows: Rows, holder: tuple[str, int] | None) -> None:
-    """One cycle's transaction: its rows, then the lease's fence (last, so the lease row is
-    locked only while the commit completes)."""
-    with engine.begin() as conn:
-        write(conn, rows)
-        if holder is not None:
-            fence(conn, *holder)
-
-
-class WriterChild:
-    """The writer's process, spoken to over a socket pair with pickled messages: the database
-    URL first (never on the command line, where `ps` shows it; answered "ready" once connected),
-    then (rows, holder) per commit, each answered None, or (kind, message) for a failure. It
-    ends when the broker closes its end."""
-
-    def __init__(self, url: str) -> None:
-        ours, theirs = socket.socketpair()
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "broker.store.writer_child", str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),),
-            stdin=subprocess.DEVNULL,
-            # Not in the terminal's process group: Ctrl-C stops the broker, which then closes
-            # the socket; a signal that reached this process too could kill it mid-commit.
-            start_new_session=True,
-            # It imports the broker's modules as this process found them (tests, a source checkout).
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
-        )
-        theirs.close()
-        self._pipe = multiprocessing.connection.Connection(ours.detach())
-        try:
-            self._pipe.send(url)
-            answer = self._pipe.recv()
-        except (EOFError, OSError) as error:
-            answer = ("error", repr(error))
-        if answer != "ready":
-            self.close()
-            raise StoreWriterError(f"the database writer process could not connect: {answer[1]}")
-
-    def alive(self) -> bool:
-        return self._process.poll() is None
-
-    def commit(self, rows: Rows, holder: tuple[str, int] | None) -> None:
-        try:
-            self._pipe.send((rows, holder))
-            answer = self._pipe.recv()
-        except (EOFError, OSError) as error:
-            # Whether it committed is unknown: the engine rebuilds from what the database holds.
-            self.close()
-            raise StoreWriterError(f"the database writer process ended during a commit ({error!r})") from None
-        if answer is None:
-            return
-        kind, message = answer
-        raise LeaseLost(message) if kind == "lease" else StoreWriterError(message)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._pipe.close()  # the child's next read ends, and so does it
-        try:
-            self._process.wait(10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
 
 
 def write(conn: Connection, rows: Rows) -> None:

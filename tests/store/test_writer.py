@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from broker.engine.records import Event
 from broker.engine.tx import Rows
 from broker.store.db import Store
-from broker.store.lease import Lease, LeaseLost
 from broker.store.tables import LedgerRow, WorkloadEventRow, WorkloadRow
-from broker.store.writer import INSERT_CHUNK, StoreWriter, StoreWriterError, write
+from broker.store.writer import INSERT_CHUNK, write
 
 W = WorkloadRow.__table__  # type: ignore[attr-defined]
 E = WorkloadEventRow.__table__  # type: ignore[attr-defined]
@@ -149,69 +145,3 @@ def test_events_and_ledger_rows_keep_their_values(db_url: str) -> None:
         ]
     finally:
         store.close()
-
-
-# ---------------------------------------------------------------------------- the writer's process
-
-
-def _stored_ids(store: Store) -> list[str]:
-    with store.engine.connect() as conn:
-        return sorted(r.id for r in conn.execute(select(W.c.id)))
-
-
-def test_the_writer_process_commits_and_reports_a_failed_commit_storing_nothing(db_url: str) -> None:
-    from tests.store.test_commit_failures import Trigger
-
-    store = Store(db_url)
-    writer = StoreWriter(store, own_process=True)
-    try:
-        asyncio.run(writer.commit(_rows(inserted=[_workload(1), _workload(2)])))
-        assert _stored_ids(store) == ["wl-0001", "wl-0002"]
-        with Trigger(db_url, "workload_events", "INSERT", "NEW.state = 'QUEUED'"):
-            event = Event(
-                seq=1, workload_id="wl-0003", state="QUEUED", site=None, attempt=0, message="", at=1.0
-            )
-            with pytest.raises(StoreWriterError, match="injected failure"):
-                asyncio.run(writer.commit(_rows(inserted=[_workload(3)], events=[event])))
-        assert _stored_ids(store) == ["wl-0001", "wl-0002"]  # the whole transaction rolled back
-        asyncio.run(writer.commit(_rows(inserted=[_workload(4)])))  # the same process goes on
-        assert _stored_ids(store) == ["wl-0001", "wl-0002", "wl-0004"]
-        assert writer.commits == 2
-    finally:
-        writer.close()
-        store.close()
-
-
-def test_the_writer_process_refuses_a_commit_without_the_lease(db_url: str) -> None:
-    store = Store(db_url)
-    lease = Lease(store, "broker-a")
-    writer = StoreWriter(store, lease, own_process=True)
-    try:
-        assert lease.try_acquire() is not None
-        asyncio.run(writer.commit(_rows(inserted=[_workload(1)])))
-        lease.epoch += 1  # as if another broker had taken the lease since: this epoch is not held
-        with pytest.raises(LeaseLost, match="no longer holds the lease"):
-            asyncio.run(writer.commit(_rows(inserted=[_workload(2)])))
-        assert _stored_ids(store) == ["wl-0001"]
-    finally:
-        writer.close()
-        store.close()
-
-
-def test_a_writer_process_that_died_is_replaced_and_none_outlives_its_broker(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'broker.db'}")
-    writer = StoreWriter(store, own_process=True)
-    try:
-        asyncio.run(writer.commit(_rows(inserted=[_workload(1)])))
-        first = writer._child
-        assert first is not None
-        first._process.kill()
-        first._process.wait()
-        asyncio.run(writer.commit(_rows(inserted=[_workload(2)])))  # a fresh process took over
-        assert writer._child is not first
-        assert _stored_ids(store) == ["wl-0001", "wl-0002"]
-        second = writer._child._process
-    finally:
-        writer.close()
-        store.close()
-    assert second.poll() is not None  # closing the broker's end ends the process
