@@ -118,45 +118,8 @@ def _insert(conn: Connection, table: Any, values: list[dict[str, Any]]) -> None:
     thread, against 76 ms as multi-row statements). The statement text is built here, not by
     SQLAlchemy, whose multi-row VALUES cost more to compile than the rows to store; the values
     go through each column type's own bind processor, as SQLAlchemy would send them."""
-    dialect = conn.dialect
     for keys, group in itertools.groupby(values, key=_keys):
-        statement = _insert_statement(dialect, table, keys)
-        rows = list(group)
-        for start in range(0, len(rows), INSERT_CHUNK):
-            chunk = rows[start : start + INSERT_CHUNK]
-            params = [
-                value if process is None else process(value)
-                for row in chunk
-                for process, value in zip(statement.processors, row.values(), strict=True)
-            ]
-            conn.exec_driver_sql(statement.sql(len(chunk)), tuple(params))
-
-
-def _keys(row: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(row)  # rows made by one producer share their keys, in order
-
-
-@dataclass(frozen=True)
-class _InsertStatement:
-    head: str  # INSERT INTO t (a, b) VALUES
-    one: str  # (?, ?)
-    processors: tuple[Callable[[Any], Any] | None, ...]
-
-    def sql(self, rows: int) -> str:
-        return self.head + ", ".join([self.one] * rows)
-
-
-@functools.cache
-def _insert_statement(dialect: Any, table: Any, keys: tuple[str, ...]) -> _InsertStatement:
-    marker = {"qmark": "?", "format": "%s", "pyformat": "%s"}[dialect.paramstyle]
-    prepare = dialect.identifier_preparer
-    columns = [table.c[key] for key in keys]
-    names = ", ".join(prepare.format_column(c) for c in columns)
-    return _InsertStatement(
-        head=f"INSERT INTO {prepare.format_table(table)} ({names}) VALUES ",
-        one="(" + ", ".join([marker] * len(columns)) + ")",
-        processors=tuple(c.type.dialect_impl(dialect).bind_processor(dialect) for c in columns),
-    )
+        _execute_chunks(conn, _insert_statement(conn.dialect, table, keys), list(group))
 
 
 def _update_workloads(conn: Connection, values: list[dict[str, Any]]) -> None:
@@ -166,10 +129,14 @@ def _update_workloads(conn: Connection, values: list[dict[str, Any]]) -> None:
     if conn.dialect.name != "sqlite":
         conn.execute(_UPDATE_WORKLOAD, values)
         return
-    latest = list({row["b_id"]: row for row in values}.values())  # one change per workload: the last
-    statement = _sqlite_update_statement(conn.dialect, tuple(latest[0]))
-    for start in range(0, len(latest), INSERT_CHUNK):
-        chunk = latest[start : start + INSERT_CHUNK]
+    latest = {row["b_id"]: row for row in values}.values()  # one change per workload: the last
+    for keys, group in itertools.groupby(latest, key=_keys):
+        _execute_chunks(conn, _sqlite_update_statement(conn.dialect, keys), list(group))
+
+
+def _execute_chunks(conn: Connection, statement: _Statement, rows: list[dict[str, Any]]) -> None:
+    for start in range(0, len(rows), INSERT_CHUNK):
+        chunk = rows[start : start + INSERT_CHUNK]
         params = [
             value if process is None else process(value)
             for row in chunk
@@ -178,30 +145,54 @@ def _update_workloads(conn: Connection, values: list[dict[str, Any]]) -> None:
         conn.exec_driver_sql(statement.sql(len(chunk)), tuple(params))
 
 
+def _keys(row: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(row)  # rows made by one producer share their keys, in order
+
+
 @dataclass(frozen=True)
-class _UpdateStatement:
-    head: str  # UPDATE workloads SET a = v.column2, b = v.column3 FROM (VALUES
-    one: str  # (?, ?, ?)
-    tail: str  # ) AS v WHERE workloads.id = v.column1
-    processors: tuple[Callable[[Any], Any] | None, ...]
+class _Statement:
+    """A statement with a VALUES list of any length: `head`, `one` per row, then `tail`."""
+
+    head: str  # INSERT INTO t (a, b) VALUES
+    one: str  # (?, ?)
+    tail: str  # "" for an INSERT
+    processors: tuple[Callable[[Any], Any] | None, ...]  # each value's bind processor, in order
 
     def sql(self, rows: int) -> str:
         return self.head + ", ".join([self.one] * rows) + self.tail
 
 
+def _processors(dialect: Any, columns: list[Any]) -> tuple[Callable[[Any], Any] | None, ...]:
+    return tuple(c.type.dialect_impl(dialect).bind_processor(dialect) for c in columns)
+
+
 @functools.cache
-def _sqlite_update_statement(dialect: Any, keys: tuple[str, ...]) -> _UpdateStatement:
+def _insert_statement(dialect: Any, table: Any, keys: tuple[str, ...]) -> _Statement:
+    marker = {"qmark": "?", "format": "%s", "pyformat": "%s"}[dialect.paramstyle]
+    prepare = dialect.identifier_preparer
+    columns = [table.c[key] for key in keys]
+    names = ", ".join(prepare.format_column(c) for c in columns)
+    return _Statement(
+        head=f"INSERT INTO {prepare.format_table(table)} ({names}) VALUES ",
+        one="(" + ", ".join([marker] * len(columns)) + ")",
+        tail="",
+        processors=_processors(dialect, columns),
+    )
+
+
+@functools.cache
+def _sqlite_update_statement(dialect: Any, keys: tuple[str, ...]) -> _Statement:
     # It starts with UPDATE, not WITH: Python's sqlite3 opens the transaction before a statement
     # it sees is a change by its first word, and would run a WITH ... UPDATE in autocommit.
     assert keys[0] == "b_id", keys
     columns = [_WORKLOADS.c.id, *(_WORKLOADS.c[key] for key in keys[1:])]
     # A VALUES list's columns are column1, column2, ... in SQLite.
     changes = ", ".join(f"{key} = v.column{i}" for i, key in enumerate(keys[1:], start=2))
-    return _UpdateStatement(
+    return _Statement(
         head=f"UPDATE workloads SET {changes} FROM (VALUES ",
         one="(" + ", ".join(["?"] * len(keys)) + ")",
         tail=") AS v WHERE workloads.id = v.column1",
-        processors=tuple(c.type.dialect_impl(dialect).bind_processor(dialect) for c in columns),
+        processors=_processors(dialect, columns),
     )
 
 
