@@ -118,4 +118,9 @@ def carrier_trace_id(carrier: Mapping[str, str]) -> str:
     return carrier["traceparent"][3:35]
 
 
+def carrier_span_id(carrier: Mapping[str, str]) -> str:
+    """The span id (16 hex digits) of a W3C carrier."""
+    return carrier["traceparent"][36:52]
+
+
 _NEW_TRACE = trace.set_span_in_context(trace.INVALID_SPAN)  # a span started in it starts a new trace

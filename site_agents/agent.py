@@ -472,10 +472,9 @@ class Agent:
 def _carrier_fields(fields: dict[str, Any], carrier: dict[str, str]) -> dict[str, Any]:
     """`fields` with the ids of the launch's span (from its W3C carrier): that span is never
     made current, so the log filter cannot see it."""
-    traceparent = carrier.get("traceparent", "")
-    if len(traceparent) == 55:  # 00-<trace id>-<span id>-<flags>
-        fields["span_id"] = traceparent[36:52]
-        fields.setdefault("trace_id", traceparent[3:35])  # when the assignment brought no trace
+    if "traceparent" in carrier:
+        fields["span_id"] = telemetry.carrier_span_id(carrier)
+        fields.setdefault("trace_id", telemetry.carrier_trace_id(carrier))  # the assignment had none
     return fields
 
 

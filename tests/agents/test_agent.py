@@ -176,9 +176,13 @@ def test_cancel_of_attempt_1_never_touches_attempt_2() -> None:
     run(main())
 
 
-def test_traceparent_in_the_launched_env_continues_the_assignments_trace() -> None:
-    telemetry.setup_tracing("fedbroker-agent-tests")  # real spans, so agent.launch gets its own span id
+def test_traceparent_in_the_launched_env_continues_the_assignments_trace(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    telemetry.setup_tracing("fedbroker-agent-tests")  # agent.launch gets its own span id, exported or not
     trace_id, parent_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+
+    caplog.set_level(logging.INFO, logger="fedbroker.agent")
 
     async def main() -> None:
         async with serving() as server:
@@ -197,6 +201,9 @@ def test_traceparent_in_the_launched_env_continues_the_assignments_trace() -> No
             version, got_trace, got_span, _flags = env["TRACEPARENT"].split("-")
             assert (version, got_trace) == ("00", trace_id)
             assert got_span != parent_span  # the agent.launch span, a child of the broker's
+            # The launch's log line names the same trace and span as the job's environment.
+            launched = next(r for r in caplog.records if r.getMessage().startswith("launched w1#1"))
+            assert (launched.trace_id, launched.span_id) == (trace_id, got_span)
             assert env["FEDBROKER_WORKLOAD_ID"] == "w1"
             assert env["FEDBROKER_ATTEMPT"] == "1"
             assert env["EPOCHS"] == "3"
