@@ -19,8 +19,8 @@ backend, N nodes of 8 GPUs in all, split evenly), waits until every site is heal
    only after its commit). The default 2 x 256 outstanding is past the knee: with fewer, the
    figure measures the round trip (each cycle waits for its commit, and a closed loop offers
    only what its outstanding calls allow), not the broker's capacity; `--in-flight` sweeps it.
-   Broker CPU per submit is the broker process's CPU time (user + system,
-   from /proc) over that phase divided by the submits; RSS is the broker's at the end.
+   Broker CPU per submit is the broker process's CPU time (user + system, from /proc) over
+   that phase divided by the submits; RSS is the broker's at the end.
 
 `--race` instead times N one-node 8-GPU jobs to RUNNING on N nodes (N = 64, 500, 2,000): an
 operator pauses placement (`fedbroker pause`), the N jobs are submitted, placement resumes, and

@@ -69,13 +69,13 @@ def statuses(
     config: FederationConfig,
     clocks: Clocks,
     records: Iterable[WorkloadRecord],
-    positions_cache: QueuePositions | None = None,
+    positions_cache: QueuePositions,
 ) -> dict[str, LiveStatus]:
     records = list(records)
     queued = [r.id for r in records if r.state == QUEUED]
     positions: dict[str, int] = {}
     if queued:
-        positions = (positions_cache or QueuePositions()).of(core, clocks.now, queued)
+        positions = positions_cache.of(core, clocks.now, queued)
     out: dict[str, LiveStatus] = {}
     for record in records:
         if record.state == QUEUED and record.id in positions:
