@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -9,7 +10,7 @@ from sqlalchemy import select
 
 from broker.engine.records import Event
 from broker.engine.tx import Rows
-from broker.store.db import Store
+from broker.store.db import Store, _json_text
 from broker.store.tables import LedgerRow, WorkloadEventRow, WorkloadRow
 from broker.store.writer import INSERT_CHUNK, write
 
@@ -145,3 +146,9 @@ def test_events_and_ledger_rows_keep_their_values(db_url: str) -> None:
         ]
     finally:
         store.close()
+
+
+def test_json_columns_keep_what_orjson_refuses() -> None:
+    document = {"big": 2**70, "n": [1, 2.5, None]}
+    assert json.loads(_json_text(document)) == document
+    assert json.loads(_json_text({1: "int key"})) == {"1": "int key"}  # as json.dumps writes it
