@@ -65,7 +65,10 @@ class Cashier:
     # ------------------------------------------------------------------ views
 
     def pending(self, tx: object) -> Pending:
-        if self._for is not tx:
+        """The rows of the cycle being decided (`tx`), or with None (a dry run's quote, between
+        cycles or while one commits) those of the cycle not yet committed, if any: a view never
+        drops that cycle's rows, which the book takes once its commit lands."""
+        if tx is not None and self._for is not tx:
             self._pending, self._for = Pending(), tx
         return self._pending
 

@@ -4,6 +4,7 @@ and release a row; budgets from the rows; restarts, lost sites, reloads and race
 from __future__ import annotations
 
 import asyncio
+import threading
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from broker.engine import commands as c
 from broker.errors import FailedPrecondition
 from broker.ledger import UsageQuery
 from broker.store import LedgerRow, SiteHeardRow
-from tests.store.engine_harness import OTHER, TENANT, Clock, Harness, federation
+from tests.store.engine_harness import OTHER, TENANT, Clock, Harness, federation, spec
 
 L = LedgerRow.__table__  # type: ignore[attr-defined]
 
@@ -232,6 +233,38 @@ def test_a_restart_mid_run_keeps_every_reservation_with_its_workload(db_url: str
 
     run(db_url, before, money_federation(budget=2000), clock)
     run(db_url, after, money_federation(budget=1400, price=80), clock)
+
+
+def test_a_quote_while_a_commit_is_in_flight_keeps_that_cycles_money_in_the_book(db_url: str) -> None:
+    """A dry run reads the budget on the event loop while a cycle's commit waits on its thread;
+    the book must still take that cycle's reservation when the commit lands (a quote once
+    dropped it, so the budget looked free until a restart)."""
+
+    async def scenario(h: Harness) -> None:
+        await h.connect()
+        entered, release = threading.Event(), threading.Event()
+        commit = h.engine.writer._commit
+
+        def held_commit(rows: Any) -> None:
+            entered.set()
+            release.wait(10)
+            commit(rows)
+
+        h.engine.writer._commit = held_commit  # type: ignore[method-assign]
+        submitted = asyncio.create_task(h.submit(subsidy="required", estimated_hours=2))  # holds 448
+        await asyncio.to_thread(entered.wait, 10)
+        explanation, _ = h.engine.quote(TENANT, spec(subsidy="required", estimated_hours=2))
+        assert explanation["chosen"] is None  # the quote sees the 448 held by the cycle committing
+        release.set()
+        first = await submitted
+        h.engine.writer._commit = commit  # type: ignore[method-assign]
+        budgets = (await h.engine.usage(None))[1]
+        assert (budgets[0]["reserved_hkd"], budgets[0]["left_hkd"]) == (Decimal("448"), Decimal("352"))
+        second = await h.submit(subsidy="required", estimated_hours=2)  # 448 more would cross 800
+        assert second.state == "QUEUED"
+        assert [r["workload_id"] for r in await rows(h)] == [first.id]  # one reservation, the first's
+
+    run(db_url, scenario, money_federation(budget=800.0))
 
 
 def test_many_tenants_submitting_at_once_never_overspend_small_budgets(db_url: str) -> None:
