@@ -62,6 +62,17 @@ async def _until(emulator: kmock.KubernetesEmulator, check: Any, timeout_s: floa
     return labels
 
 
+async def _probe_passes(port: int, timeout_s: float = 30.0) -> bool:
+    """The readiness probe, retried as the kubelet does: a broker still starting (its label
+    already says standby, from its health being unreachable) refuses connections at first."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if await asyncio.to_thread(probe.main, [f"127.0.0.1:{port}"]) == 0:
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
 def test_brokers_run_as_rendered_and_the_label_follows_the_lease(postgres_url: str, tmp_path: Path) -> None:
     objs = objects(VALUE_SETS["broker-only"])
     job = one(objs, "Job", "fb-fedbroker-broker-db-upgrade")
@@ -133,7 +144,7 @@ def test_brokers_run_as_rendered_and_the_label_follows_the_lease(postgres_url: s
                 active = next(pod for pod, role in labels.items() if role == "active")
                 standby = next(pod for pod in PODS if pod != active)
                 for pod in PODS:  # the readiness probe passes on both: both stay in the Deployment
-                    assert await asyncio.to_thread(probe.main, [f"127.0.0.1:{grpc_ports[pod]}"]) == 0
+                    assert await _probe_passes(grpc_ports[pod]), f"{pod} never passed its readiness probe"
                 processes[active][0].send_signal(signal.SIGTERM)  # a rollout or a drain stops it
                 started = time.monotonic()
                 await _until(emulator, lambda ls: ls[standby] == "active" and ls[active] == "standby")
