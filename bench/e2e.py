@@ -20,7 +20,10 @@ backend, N nodes of 8 GPUs in all, split evenly), waits until every site is heal
    figure measures the round trip (each cycle waits for its commit, and a closed loop offers
    only what its outstanding calls allow), not the broker's capacity; `--in-flight` sweeps it.
    Broker CPU per submit is the broker process's CPU time (user + system, from /proc) over
-   that phase divided by the submits; RSS is the broker's at the end.
+   that phase divided by the submits; RSS is the broker's at the end. A second table says
+   where the rest of the machine's CPU went over the same window (the K agents, the client
+   processes, and every core's busy time, kernel included): the broker shares these cores
+   with them here, so a figure near the machine's limit is the machine's, not the broker's.
 
 `--race` instead times N one-node 8-GPU jobs to RUNNING on N nodes (N = 64, 500, 2,000): an
 operator pauses placement (`fedbroker pause`), the N jobs are submitted, placement resumes, and
@@ -48,6 +51,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +79,18 @@ ROW_KEYS = (
     "running_p99_ms",
     "broker_cpu_ms_per_submit",
     "broker_rss_mb",
+)
+# Where the saturation phase's CPU went (per answered Submit), and how busy the machine was:
+# the broker shares the machine with K agents and the client processes in this benchmark.
+CPU_KEYS = (
+    "db",
+    "sites",
+    "submits_per_s",
+    "broker_cpu_ms_per_submit",
+    "agents_cpu_ms_per_submit",
+    "clients_cpu_ms_per_submit",
+    "machine_cpu_ms_per_submit",
+    "machine_busy_pct",
 )
 RACE_KEYS = ("db", "sites", "nodes", "jobs", "fedbroker_s", "broker_cpu_ms_per_job", "slurm_s", "ratio")
 
@@ -290,15 +306,48 @@ async def _submitter(
     return results
 
 
-def _client_process(args: tuple[Any, ...]) -> list[tuple[str, float, float, int]]:
+def _client_process(args: tuple[Any, ...]) -> tuple[list[tuple[str, float, float, int]], float]:
+    """One client process's answered Submits, and the CPU seconds it spent making them."""
     endpoint, token, kwargs = args
-    return asyncio.run(_submitter(endpoint, token, **kwargs))
+    started = time.process_time()
+    results = asyncio.run(_submitter(endpoint, token, **kwargs))
+    return results, time.process_time() - started
 
 
-def drive(fed: Federation, processes: int, **kwargs: Any) -> list[tuple[str, float, float, int]]:
+def _client_ready(_: int) -> None:
+    import grpc  # noqa: F401  (imported before the clock starts, not on it)
+    from fedbroker.v1 import workload_service_pb2_grpc  # noqa: F401
+
+
+@dataclass
+class Drive:
+    """What a drive did: the answered Submits (workload id, sent at (wall), latency s, state),
+    and where the CPU went meanwhile (the client processes' own, and the whole machine's)."""
+
+    results: list[tuple[str, float, float, int]]
+    clients_cpu_s: float
+    watched_cpu_s: dict[str, float]  # the named federation processes' CPU seconds
+    machine_busy_s: float  # every core's non-idle time: all processes and the kernel
+    wall_s: float
+
+    def per_submit_ms(self, seconds: float) -> float:
+        return round(1000 * seconds / max(1, len(self.results)), 3)
+
+
+def drive(fed: Federation, processes: int, watch: tuple[str, ...] = (), **kwargs: Any) -> Drive:
+    """Submits from `processes` client processes (`_submitter`'s arguments in `kwargs`); the CPU
+    of the federation's processes named in `watch` is measured over the same window."""
     jobs = [(fed.endpoint, fed.tokens[f"tenant-{i % TENANTS}"], kwargs) for i in range(processes)]
+    pids = {name: fed.processes[name].pid for name in watch}
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        return [r for part in pool.map(_client_process, jobs) for r in part]
+        pool.map(_client_ready, range(processes))  # started and imported: the spawn is not measured
+        cpu = {name: _proc_cpu_s(pid) for name, pid in pids.items()}
+        busy, started = _machine_busy_s(), time.perf_counter()
+        parts = pool.map(_client_process, jobs)
+        busy, wall = _machine_busy_s() - busy, time.perf_counter() - started
+        cpu = {name: _proc_cpu_s(pid) - cpu[name] for name, pid in pids.items()}
+    results = [r for part, _ in parts for r in part]
+    return Drive(results, sum(seconds for _, seconds in parts), cpu, busy, wall)
 
 
 # ---------------------------------------------------------------------------- measurements
@@ -307,6 +356,12 @@ def drive(fed: Federation, processes: int, **kwargs: Any) -> list[tuple[str, flo
 def _proc_cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds every core has spent not idle since boot (/proc/stat: all but idle and iowait)."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def _proc_rss_mb(pid: int) -> float:
@@ -346,45 +401,47 @@ def measure_row(db: str, sites: int, nodes: int, args: argparse.Namespace, pg: s
 
     with federation(db, sites, nodes, pg) as fed:
         # 1. latency at 100/s offered
-        lat = drive(fed, 1, rate=100.0, in_flight=0, seconds=args.latency_s, gpus=1, run_s=1.0)
+        lat = drive(fed, 1, rate=100.0, in_flight=0, seconds=args.latency_s, gpus=1, run_s=1.0).results
         placed = [r for r in lat if r[3] == types_pb2.WORKLOAD_STATE_PLACED]
         _wait_running(fed.db_url, [r[0] for r in placed])
         running_at = _running_at(fed.db_url, [r[0] for r in placed])
         placed_ms = [r[2] * 1000 for r in placed]
         running_ms = [(running_at[r[0]] - r[1]) * 1000 for r in placed if r[0] in running_at]
         # 2. saturation
-        pid = fed.broker_pid()
-        profiler = _start_profile(pid, args.profile, f"{db}-{sites}") if args.profile else None
-        cpu0 = _proc_cpu_s(pid)
-        t0 = time.perf_counter()
+        agents = tuple(name for name in fed.processes if name.startswith("agent-"))
+        profiler = _start_profile(fed.broker_pid(), args.profile, f"{db}-{sites}") if args.profile else None
         sat = drive(
             fed,
             args.clients,
+            watch=("broker", *agents),
             rate=0.0,
             in_flight=args.in_flight,
             seconds=args.saturation_s,
             gpus=1,
             run_s=1.0,
         )
-        wall = time.perf_counter() - t0
-        cpu = _proc_cpu_s(pid) - cpu0
-        rss = _proc_rss_mb(pid)
+        rss = _proc_rss_mb(fed.broker_pid())
         if profiler is not None:
             profiler.send_signal(2)  # py-spy writes its samples on SIGINT
             profiler.wait(60)
+    cores = os.cpu_count() or 1
     return {
         "db": db,
         "sites": sites,
         "nodes": nodes,
         "offered_per_s": 100,
-        "submits_per_s": round(len(sat) / args.saturation_s, 1),
+        "submits_per_s": round(len(sat.results) / args.saturation_s, 1),
         "placed_p50_ms": round(_pct(placed_ms, 0.50), 1),
         "placed_p99_ms": round(_pct(placed_ms, 0.99), 1),
         "running_p50_ms": round(_pct(running_ms, 0.50), 1),
         "running_p99_ms": round(_pct(running_ms, 0.99), 1),
-        "broker_cpu_ms_per_submit": round(1000 * cpu / max(1, len(sat)), 3),
+        "broker_cpu_ms_per_submit": sat.per_submit_ms(sat.watched_cpu_s["broker"]),
         "broker_rss_mb": round(rss, 1),
-        "_wall_s": round(wall, 1),
+        "agents_cpu_ms_per_submit": sat.per_submit_ms(sum(sat.watched_cpu_s[a] for a in agents)),
+        "clients_cpu_ms_per_submit": sat.per_submit_ms(sat.clients_cpu_s),
+        "machine_cpu_ms_per_submit": sat.per_submit_ms(sat.machine_busy_s),
+        "machine_busy_pct": round(100 * sat.machine_busy_s / (cores * sat.wall_s), 1),
+        "_wall_s": round(sat.wall_s, 1),
         "_placed_at_submit": f"{len(placed)}/{len(lat)}",
     }
 
@@ -583,10 +640,17 @@ def main(argv: list[str] | None = None) -> None:
                     print(json.dumps(row), file=sys.stderr)
                     if args.profile:
                         print(profile_top(Path(args.profile) / f"broker-{db}-{sites}.txt"), file=sys.stderr)
+    if args.race:
+        extra: tuple[str, ...] = ()
+    else:
+        extra = tuple(k for k in CPU_KEYS if k not in keys)
     if args.json:
-        print(json.dumps({"rows": [{k: r[k] for k in keys} for r in rows]}))
+        print(json.dumps({"rows": [{k: r[k] for k in (*keys, *extra)} for r in rows]}))
     else:
         print(_table(rows, keys))
+        if extra:
+            print("\nwhere the CPU went at saturation, per submit (machine: every process and the kernel)")
+            print(_table(rows, CPU_KEYS))
 
 
 if __name__ == "__main__":
