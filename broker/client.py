@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import os
 import uuid
 from collections.abc import Iterable, Iterator
@@ -29,6 +30,7 @@ from opentelemetry import trace
 from broker import endpoints, lifecycle, telemetry
 from broker import tls as tls_setup
 from broker.api.limits import CHANNEL_OPTIONS
+from broker.errors import RETRY_WITHIN_KEY
 from broker.sdk.settings import TlsFiles
 from broker.spec import WorkloadSpec, spec_to_proto
 
@@ -36,12 +38,24 @@ DEFAULT_ENDPOINT = "127.0.0.1:50051"
 
 
 class ClientError(Exception):
-    """The server refused a call; `code` is the gRPC status, the message is the server's."""
+    """The server refused a call; `code` is the gRPC status, the message is the server's.
+    `retry_within_s`: a standby's word on how long retrying it can help (broker/errors.py)."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, retry_within_s: float | None = None) -> None:
         self.code = code
         self.message = message
+        self.retry_within_s = retry_within_s
         super().__init__(f"{code.name}: {message}")
+
+    @classmethod
+    def of(cls, error: Any) -> ClientError:
+        """From a failed call (`grpc.RpcError` or `grpc.aio.AioRpcError`)."""
+        within = None
+        for key, value in error.trailing_metadata() or ():
+            if key == RETRY_WITHIN_KEY:
+                with contextlib.suppress(ValueError):
+                    within = float(value)
+        return cls(error.code(), error.details() or "", within)
 
 
 def unavailable(error: BaseException) -> bool:
@@ -58,6 +72,29 @@ SUBMIT_RETRY: dict[str, Any] = {
     "stop": tenacity.stop_after_attempt(10) | tenacity.stop_after_delay(30),
     "reraise": True,
 }
+
+
+class StandbyWillNotTakeOver(tenacity.stop.stop_base):
+    """Stop retrying a standby once its first refusal's `retry_within_s` has passed: a live
+    broker held the lease then, and still renews it if that long has gone without a takeover.
+    (One per call: it keeps the first refusal's deadline, which later refusals would extend.)"""
+
+    def __init__(self) -> None:
+        self.deadline: float | None = None
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None and outcome.failed else None
+        within = error.retry_within_s if isinstance(error, ClientError) else None
+        at = retry_state.outcome_timestamp or 0.0
+        if self.deadline is None and within is not None:
+            self.deadline = at + within
+        return self.deadline is not None and at >= self.deadline
+
+
+def submit_retrying() -> dict[str, Any]:
+    """`SUBMIT_RETRY` for one call, bounded also by a standby's word."""
+    return {**SUBMIT_RETRY, "stop": SUBMIT_RETRY["stop"] | StandbyWillNotTakeOver()}
 
 
 def new_request_id() -> str:
@@ -84,7 +121,7 @@ def _call(rpc: object, request: object, metadata: list[tuple[str, str]], timeout
     try:
         return rpc(request, metadata=metadata, timeout=timeout)  # type: ignore[operator]
     except grpc.RpcError as error:
-        raise ClientError(error.code(), error.details() or "") from None  # type: ignore[attr-defined]
+        raise ClientError.of(error) from None
 
 
 def _channel(endpoint: str, tls: TlsFiles | None) -> grpc.Channel:
@@ -165,7 +202,7 @@ class Client:
         request = workload_service_pb2.SubmitRequest(
             spec=spec_to_proto(spec), dry_run=dry_run, request_id=request_id or new_request_id()
         )
-        for attempt in tenacity.Retrying(**SUBMIT_RETRY):
+        for attempt in tenacity.Retrying(**submit_retrying()):
             with attempt:
                 response = _call(self._workloads.Submit, request, self._metadata, self._timeout)
         return response  # type: ignore[return-value]
@@ -225,7 +262,7 @@ class Client:
         try:
             yield from self._workloads.WatchWorkloads(request, metadata=self._metadata, timeout=timeout)
         except grpc.RpcError as error:
-            raise ClientError(error.code(), error.details() or "") from None  # type: ignore[attr-defined]
+            raise ClientError.of(error) from None
 
     def cancel(self, workload_id: str) -> types_pb2.Workload:
         request = workload_service_pb2.CancelWorkloadRequest(id=workload_id)
@@ -244,7 +281,7 @@ class Client:
         try:
             yield from self._workloads.Watch(request, metadata=self._metadata, timeout=timeout)
         except grpc.RpcError as error:
-            raise ClientError(error.code(), error.details() or "") from None  # type: ignore[attr-defined]
+            raise ClientError.of(error) from None
 
     def logs(
         self,
@@ -259,7 +296,7 @@ class Client:
         try:
             yield from self._workloads.Logs(request, metadata=self._metadata, timeout=timeout)
         except grpc.RpcError as error:
-            raise ClientError(error.code(), error.details() or "") from None  # type: ignore[attr-defined]
+            raise ClientError.of(error) from None
 
     def sites(self) -> builtins.list[site_service_pb2.Site]:
         response = _call(

@@ -27,7 +27,7 @@ from broker.engine.commands import Inventory
 from broker.engine.engine import Engine
 from broker.engine.links import AgentSession
 from broker.engine.records import ToAgent
-from broker.errors import STANDBY_METADATA, BrokerError, InvalidArgument, PermissionDenied, Standby
+from broker.errors import BrokerError, InvalidArgument, PermissionDenied, Standby, standby_metadata
 from broker.tls import peer_names
 
 log = logging.getLogger("fedbroker.agents")
@@ -69,7 +69,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
         except BrokerError as error:
             log.warning("refused an agent: %s", error)
             if isinstance(error, Standby):
-                context.set_trailing_metadata((STANDBY_METADATA,))
+                context.set_trailing_metadata(standby_metadata(error))
             await context.abort(status_for(error), bounded(str(error)))
         self._streams[session] = who
         reader = asyncio.create_task(self._read(session, request_iterator))

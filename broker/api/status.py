@@ -40,6 +40,8 @@ def unary(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
         try:
             return await method(self, request, context)
         except (errors.BrokerError, InvalidInput) as error:
+            if isinstance(error, errors.Standby):
+                context.set_trailing_metadata(errors.standby_metadata(error))
             await context.abort(status_for(error), bounded(str(error)))
             raise  # unreachable: abort raises
         except grpc.aio.AbortError:

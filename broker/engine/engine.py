@@ -69,6 +69,7 @@ T = TypeVar("T")
 LIST_LIMIT_DEFAULT = 1000
 _NO_TRACE = trace.set_span_in_context(trace.INVALID_SPAN)  # a cycle is no one workload's
 STANDBY_VIEW_S = 2.0  # how stale a standby's sites, explanations and budgets may be
+TAKEOVER_S = 5.0  # a standby's rebuild after taking the lease, with room to spare
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,7 @@ class Engine:
         self._term: list[asyncio.Task[None]] = []  # the cycle and tick tasks while active
         self._fenced = asyncio.Event()  # a commit found the lease gone
         self._standby_note = f"broker {self.broker_id} is on standby"  # who is active, as last read
+        self._holder_lease_ends: float | None = None  # monotonic; a live holder's, as last read
         self._state: BrokerState | None = None
         self.cycles = 0
         self._queue_positions = liveview.QueuePositions()  # for Get and List, off the queue's walk
@@ -201,7 +203,8 @@ class Engine:
                 epoch = None
             if epoch is None:
                 with contextlib.suppress(Exception):  # kept: refusals quote it without a query each
-                    self._standby_note = await asyncio.to_thread(self._standby_message)
+                    self._standby_note, ends = await asyncio.to_thread(self._standby_message)
+                    self._holder_lease_ends = None if ends is None else ends + poll_s
                 if not waiting_logged:
                     log.warning("%s", self._standby_note)
                     waiting_logged = True
@@ -266,31 +269,41 @@ class Engine:
                     return f"could not renew the lease for {lease.ttl_s:g}s: {_short(error)}"
                 log.error("cannot renew the lease (retrying): %s", _short(error))
 
-    def _standby_message(self) -> str:
+    def _standby_message(self) -> tuple[str, float | None]:
+        """Who is active, in words, and (monotonic) when a live holder's lease ends (None: no
+        live holder)."""
         holder = self.lease.holder() if self.lease is not None else None
         if holder is None or not holder.broker_id:
-            return f"broker {self.broker_id} is on standby; no broker holds the scheduler lease yet"
+            return f"broker {self.broker_id} is on standby; no broker holds the scheduler lease yet", None
         if holder.expires_in_s < 0:
             return (
                 f"broker {self.broker_id} is on standby; the lease of {holder.broker_id} ran out"
                 f" {-holder.expires_in_s:.1f}s ago: a standby takes over in moments"
-            )
+            ), None
         where = f" at {holder.address}" if holder.address else ""
         return (
             f"broker {self.broker_id} is on standby; the active broker is {holder.broker_id}{where}"
             f" (epoch {holder.epoch})"
-        )
+        ), time.monotonic() + holder.expires_in_s
+
+    def _standby(self) -> Standby:
+        """The refusal of a command on standby. With a live holder, it says how long a retry
+        here can help: until its lease could have run out and this broker taken over, with
+        TAKEOVER_S for the rebuild (a holder that lives renews it, and this never takes over)."""
+        ends = self._holder_lease_ends
+        within = None if ends is None else max(0.0, ends - time.monotonic()) + TAKEOVER_S
+        return Standby(self._standby_note, within)
 
     def _refuse_on_standby(self) -> None:
         if not self.active:
-            raise Standby(self._standby_note)
+            raise self._standby()
 
     # ------------------------------------------------------------------ commands
 
     async def call(self, command: c.Command) -> Any:
         """Hand a command to the engine and wait for its answer (after its commit)."""
         if not self.active:
-            raise Standby(self._standby_note)
+            raise self._standby()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._inbox.append((command, future))
         self._wakeup.set()

@@ -29,7 +29,7 @@ from fedbroker.v1 import (
 from broker import endpoints, lifecycle
 from broker import tls as tls_setup
 from broker.api.limits import CHANNEL_OPTIONS
-from broker.client import SUBMIT_RETRY, ClientError, new_request_id, tracing_wanted, usage_request
+from broker.client import ClientError, new_request_id, submit_retrying, tracing_wanted, usage_request
 from broker.sdk import workloads
 from broker.sdk.client import RECONNECT_FOR_S, backoff, since_time
 from broker.sdk.errors import WaitTimeout, broker_away, typed
@@ -93,7 +93,7 @@ class AsyncClient:
         try:
             return await call
         except grpc.aio.AioRpcError as error:
-            raise typed(ClientError(error.code(), error.details() or "")) from None
+            raise typed(ClientError.of(error)) from None
 
     def _unary(self, rpc: Any, request: Any) -> Awaitable[Any]:
         return self._call(rpc(request, metadata=self._metadata, timeout=self._timeout))
@@ -105,7 +105,7 @@ class AsyncClient:
         request = workload_service_pb2.SubmitRequest(
             spec=spec_to_proto(workloads.as_spec(workload)), request_id=request_id or new_request_id()
         )
-        async for attempt in tenacity.AsyncRetrying(**SUBMIT_RETRY):
+        async for attempt in tenacity.AsyncRetrying(**submit_retrying()):
             with attempt:
                 response = await self._call(
                     self._workloads.Submit(request, metadata=self._metadata, timeout=self._timeout)
@@ -177,7 +177,7 @@ class AsyncClient:
                     yield event
                 return
             except grpc.aio.AioRpcError as error:
-                failure = ClientError(error.code(), error.details() or "")
+                failure = ClientError.of(error)
                 if failure.code == grpc.StatusCode.DEADLINE_EXCEEDED and timeout is not None:
                     raise WaitTimeout(f"{workload_id} has not finished after {timeout:g}s") from None
                 if not broker_away(failure) or time.monotonic() - heard > reconnect_for:
@@ -210,7 +210,7 @@ class AsyncClient:
                 for line in batch.lines:
                     yield line
         except grpc.aio.AioRpcError as error:
-            raise typed(ClientError(error.code(), error.details() or "")) from None
+            raise typed(ClientError.of(error)) from None
 
     async def sites(self) -> builtins.list[Site]:
         response = await self._unary(self._sites.ListSites, site_service_pb2.ListSitesRequest())

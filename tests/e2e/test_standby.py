@@ -179,12 +179,18 @@ def test_a_second_broker_on_a_sqlite_file_waits_and_does_not_schedule(tmp_path: 
             fed.start_agent(site)
         fed.wait_healthy()
         with Client(fed.broker_endpoints["broker-2"], fed.tokens["harbour-robotics"]) as standby:
+            started = time.monotonic()
             try:
                 standby.submit(SPEC)
                 raise AssertionError("a standby accepted a submit")
             except ClientError as error:
                 assert error.code.name == "UNAVAILABLE"
                 assert "is on standby; the active broker is" in error.message
+                # A live broker holds the lease: the standby says how long a retry could help
+                # (the lease's rest, a poll, the takeover's rebuild), and the SDK stops there
+                # rather than retrying its full 30 s.
+                assert error.retry_within_s is not None and 0 < error.retry_within_s <= 10
+            assert time.monotonic() - started < 15
             assert standby.list() == []  # it reads from the database all the same
         with Client(fed.endpoints, fed.tokens["harbour-robotics"]) as tenant:
             ids = [tenant.submit(SPEC).workload.id for _ in range(4)]
