@@ -59,7 +59,7 @@ def typed(error: ClientError) -> ClientError:
     if error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return WaitTimeout(error.message or "timed out")
     kind = _BY_CODE.get(error.code)
-    return error if kind is None else kind(error.code, error.message)
+    return error if kind is None else kind(error.code, error.message, error.retry_within_s)
 
 
 def broker_away(error: BaseException) -> bool:

@@ -9,6 +9,7 @@ refuses a launch that does not fit: no attempt ended for lack of room).
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
 import threading
@@ -18,9 +19,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from broker.client import Client, ClientError
 from broker.endpoints import ACTIVE_SERVICE
 from broker.localfed import LocalFederation
+from broker.sdk.aio import AsyncClient
+from broker.sdk.errors import UnavailableError
 from broker.spec import parse_spec
 
 LAUNCHED = re.compile(r"launched (wl-[0-9a-f]+)#(\d+) on the")
@@ -192,6 +197,17 @@ def test_a_second_broker_on_a_sqlite_file_waits_and_does_not_schedule(tmp_path: 
                 assert error.retry_within_s is not None and 0 < error.retry_within_s <= 10
             assert time.monotonic() - started < 15
             assert standby.list() == []  # it reads from the database all the same
+
+        async def submit_async() -> None:  # the asyncio SDK keeps the same bound
+            async with AsyncClient(fed.broker_endpoints["broker-2"], fed.tokens["harbour-robotics"]) as api:
+                with pytest.raises(UnavailableError) as refused:
+                    await api.submit(SPEC)
+                assert refused.value.retry_within_s is not None and 0 < refused.value.retry_within_s <= 10
+
+        started = time.monotonic()
+        asyncio.run(submit_async())
+        assert time.monotonic() - started < 15
+
         with Client(fed.endpoints, fed.tokens["harbour-robotics"]) as tenant:
             ids = [tenant.submit(SPEC).workload.id for _ in range(4)]
         fed.wait(lambda: all(fed.client().get(i).state == SUCCEEDED for i in ids), 60, "the workloads")
