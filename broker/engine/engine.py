@@ -115,7 +115,7 @@ class Engine:
         self._term: list[asyncio.Task[None]] = []  # the cycle and tick tasks while active
         self._fenced = asyncio.Event()  # a commit found the lease gone
         self._standby_note = f"broker {self.broker_id} is on standby"  # who is active, as last read
-        self._holder_lease_ends: float | None = None  # monotonic; a live holder's, as last read
+        self._holder_lease_ends: float | None = None  # monotonic: a live holder's lease, as last read
         self._state: BrokerState | None = None
         self.cycles = 0
         self._queue_positions = liveview.QueuePositions()  # for Get and List, off the queue's walk
@@ -192,7 +192,7 @@ class Engine:
 
     async def _lead(self, lease: Lease, tick: bool) -> None:
         """Contend for the lease; schedule while holding it; step down when it is lost."""
-        poll_s = lease.ttl_s / 6
+        poll_s = _poll_s(lease)
         waiting_logged = False
         viewed_at = time.monotonic()
         while True:
@@ -203,8 +203,8 @@ class Engine:
                 epoch = None
             if epoch is None:
                 with contextlib.suppress(Exception):  # kept: refusals quote it without a query each
-                    self._standby_note, ends = await asyncio.to_thread(self._standby_message)
-                    self._holder_lease_ends = None if ends is None else ends + poll_s
+                    read = await asyncio.to_thread(self._standby_message)
+                    self._standby_note, self._holder_lease_ends = read
                 if not waiting_logged:
                     log.warning("%s", self._standby_note)
                     waiting_logged = True
@@ -288,10 +288,12 @@ class Engine:
 
     def _standby(self) -> Standby:
         """The refusal of a command on standby. With a live holder, it says how long a retry
-        here can help: until its lease could have run out and this broker taken over, with
-        TAKEOVER_S for the rebuild (a holder that lives renews it, and this never takes over)."""
-        ends = self._holder_lease_ends
-        within = None if ends is None else max(0.0, ends - time.monotonic()) + TAKEOVER_S
+        here can help: until its lease could have run out, this broker seen it at its next poll
+        and taken over, with TAKEOVER_S for the rebuild (a holder that lives renews it, and this
+        never takes over)."""
+        ends, within = self._holder_lease_ends, None
+        if ends is not None and self.lease is not None:
+            within = max(0.0, ends - time.monotonic()) + _poll_s(self.lease) + TAKEOVER_S
         return Standby(self._standby_note, within)
 
     def _refuse_on_standby(self) -> None:
@@ -672,6 +674,11 @@ class Engine:
             await asyncio.sleep(self.tick_interval)
             self.clock.tick()
             self.post(c.Tick())
+
+
+def _poll_s(lease: Lease) -> float:
+    """How often a standby reads the lease."""
+    return lease.ttl_s / 6
 
 
 def _as_broker_error(error: Exception) -> BrokerError:
