@@ -607,6 +607,7 @@ def main(argv: list[str] | None = None) -> None:
     with ExitStack() as stack:
         pg = stack.enter_context(postgres_cluster(fsync=True)) if "postgresql" in dbs else None
         rows: list[dict] = []
+        keys: tuple[str, ...]
         if args.race:
             keys = RACE_KEYS
             for db in dbs:
@@ -640,10 +641,7 @@ def main(argv: list[str] | None = None) -> None:
                     print(json.dumps(row), file=sys.stderr)
                     if args.profile:
                         print(profile_top(Path(args.profile) / f"broker-{db}-{sites}.txt"), file=sys.stderr)
-    if args.race:
-        extra: tuple[str, ...] = ()
-    else:
-        extra = tuple(k for k in CPU_KEYS if k not in keys)
+    extra = () if args.race else tuple(k for k in CPU_KEYS if k not in keys)  # the CPU table's own
     if args.json:
         print(json.dumps({"rows": [{k: r[k] for k in (*keys, *extra)} for r in rows]}))
     else:

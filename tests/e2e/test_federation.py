@@ -20,6 +20,7 @@ import yaml
 from fedbroker.v1 import types_pb2, workload_service_pb2, workload_service_pb2_grpc
 
 from broker.client import Client, ClientError
+from broker.lifecycle import TERMINAL
 from broker.localfed import DEV_TOKENS, EXAMPLES, LocalFederation
 from broker.spec import parse_spec
 
@@ -284,9 +285,7 @@ def test_usage_reports_what_each_tenant_and_program_paid(fed: LocalFederation, t
     ran_there = [
         w
         for w in cli_json(fed, "list", who="sre")
-        if w["tenant"] == "lion-rock-ai"
-        and w["site"] == "cyberport"
-        and w["state"] in ("SUCCEEDED", "FAILED", "CANCELLED")
+        if w["tenant"] == "lion-rock-ai" and w["site"] == "cyberport" and w["state"] in TERMINAL
     ]
     assert submitted["id"] in [w["id"] for w in ran_there]
     cents = 0.005 * len(ran_there) + 1e-9
