@@ -31,6 +31,11 @@ the clock runs from the Resume call until the database shows all N RUNNING (poll
 With `--peer slurm` the same shape runs on a real Slurm (the peer script starts it on loopback
 with the partition DOWN while jobs are submitted, then times from setting it UP), one after the
 other so the two never share the cores, and the table shows both times and the ratio.
+
+`--repeat R` runs every (database, K) row R times, interleaved (all rows once, then again), so a
+drift in the machine's speed falls on each alike; a third table gives each row's median, lowest
+and highest submits/s and its worst p99s (`spread` in the JSON). This machine's speed drifts by
+about 15% over an hour, more than most changes worth measuring: compare with R >= 3.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import os
 import re
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -91,6 +97,16 @@ CPU_KEYS = (
     "clients_cpu_ms_per_submit",
     "machine_cpu_ms_per_submit",
     "machine_busy_pct",
+)
+SPREAD_KEYS = (
+    "db",
+    "sites",
+    "runs",
+    "submits_per_s_median",
+    "submits_per_s_min",
+    "submits_per_s_max",
+    "placed_p99_ms_max",
+    "running_p99_ms_max",
 )
 RACE_KEYS = ("db", "sites", "nodes", "jobs", "fedbroker_s", "broker_cpu_ms_per_job", "slurm_s", "ratio")
 
@@ -593,6 +609,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--latency-s", type=float, default=10.0)
     ap.add_argument("--saturation-s", type=float, default=10.0)
     ap.add_argument("--quick", action="store_true", help="a smoke run: 2 s phases, 64 nodes")
+    ap.add_argument("--repeat", type=_positive, default=1, help="run each row R times, interleaved")
     ap.add_argument("--race", action="store_true", help="time N jobs to RUNNING (N = --race-jobs)")
     ap.add_argument("--race-jobs", default="64,500,2000")
     ap.add_argument("--peer", choices=["slurm"], help="run the race on a real Slurm too")
@@ -633,22 +650,61 @@ def main(argv: list[str] | None = None) -> None:
                             profile_top(Path(args.profile) / f"broker-race-{db}-{jobs}.txt"), file=sys.stderr
                         )
         else:
-            keys = ROW_KEYS
-            for db in dbs:
-                for sites in (int(k) for k in args.sites.split(",")):
-                    row = measure_row(db, sites, args.nodes, args, pg)
-                    rows.append(row)
-                    print(json.dumps(row), file=sys.stderr)
-                    if args.profile:
-                        print(profile_top(Path(args.profile) / f"broker-{db}-{sites}.txt"), file=sys.stderr)
+            keys = ROW_KEYS if args.repeat == 1 else ("run", *ROW_KEYS)
+            for run in range(1, args.repeat + 1):
+                for db in dbs:
+                    for sites in (int(k) for k in args.sites.split(",")):
+                        row = {"run": run, **measure_row(db, sites, args.nodes, args, pg)}
+                        rows.append(row)
+                        print(json.dumps(row), file=sys.stderr)
+                        if args.profile:
+                            profile = Path(args.profile) / f"broker-{db}-{sites}.txt"
+                            print(profile_top(profile), file=sys.stderr)
     extra = () if args.race else tuple(k for k in CPU_KEYS if k not in keys)  # the CPU table's own
+    spread = spread_rows(rows) if not args.race and args.repeat > 1 else []
     if args.json:
-        print(json.dumps({"rows": [{k: r[k] for k in (*keys, *extra)} for r in rows]}))
+        report: dict[str, Any] = {"rows": [{k: r[k] for k in (*keys, *extra)} for r in rows]}
+        if spread:
+            report["spread"] = spread
+        print(json.dumps(report))
     else:
         print(_table(rows, keys))
         if extra:
             print("\nwhere the CPU went at saturation, per submit (machine: every process and the kernel)")
-            print(_table(rows, CPU_KEYS))
+            print(_table(rows, ("run", *CPU_KEYS) if args.repeat > 1 else CPU_KEYS))
+        if spread:
+            print(f"\nover {args.repeat} interleaved runs of each row")
+            print(_table(spread, SPREAD_KEYS))
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: at least 1")
+    return value
+
+
+def spread_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each (database, K) row's submits/s over its runs (median, lowest, highest) and worst p99s."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["db"], row["sites"]), []).append(row)
+    out = []
+    for (db, sites), runs in groups.items():
+        rates = [r["submits_per_s"] for r in runs]
+        out.append(
+            {
+                "db": db,
+                "sites": sites,
+                "runs": len(runs),
+                "submits_per_s_median": round(statistics.median(rates), 1),
+                "submits_per_s_min": min(rates),
+                "submits_per_s_max": max(rates),
+                "placed_p99_ms_max": max(r["placed_p99_ms"] for r in runs),
+                "running_p99_ms_max": max(r["running_p99_ms"] for r in runs),
+            }
+        )
+    return out
 
 
 if __name__ == "__main__":
