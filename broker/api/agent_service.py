@@ -73,8 +73,12 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
             await context.abort(status_for(error), bounded(str(error)))
         self._streams[session] = who
         reader = asyncio.create_task(self._read(session, request_iterator))
-        # Ends at None in the outbox: replaced by a newer session of the site, or the broker stops
-        # (or steps down: a session lives within one lease epoch, which stamps its messages).
+        # Ends at None in the outbox: replaced by a newer session of the site, the broker stops
+        # (or steps down: a session lives within one lease epoch, which stamps its messages), or
+        # the agent's side ended. That last None comes from the reader's end rather than from
+        # waiting on the reader beside every batch (an asyncio.wait per batch per agent was 3%
+        # of the event loop at 10 sites).
+        reader.add_done_callback(lambda _: session.outbox.put_nowait(None))
         epoch = self.engine.epoch
 
         def encode(message: ToAgent) -> agent_service_pb2.BrokerMessage:
@@ -87,15 +91,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
             if welcome is None:
                 return
             yield encode(welcome)
-            while True:
-                outgoing = asyncio.ensure_future(anext(outbox, None))
-                done, _ = await asyncio.wait({outgoing, reader}, return_when=asyncio.FIRST_COMPLETED)
-                if outgoing not in done:
-                    outgoing.cancel()
-                    return  # the agent closed its side, or the stream broke
-                batch = outgoing.result()
-                if batch is None:
-                    return
+            async for batch in outbox:
                 if len(batch) == 1:
                     yield batch[0]
                 else:
