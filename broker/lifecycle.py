@@ -32,10 +32,28 @@ def can_follow(current: str, new: str) -> bool:
     return new in TRANSITIONS[current]
 
 
+# The wire enum both ways, as dicts made once from it: protobuf's `Name` and `Value` are
+# Python-level lookups at five times the cost, and these run for every workload in every
+# answer and in every agent's report.
+_NAMES: dict[int, str] = {
+    v.number: v.name.removeprefix("WORKLOAD_STATE_") for v in types_pb2.WorkloadState.DESCRIPTOR.values
+}
+_NUMBERS: dict[str, types_pb2.WorkloadState.ValueType] = {
+    name: types_pb2.WorkloadState.ValueType(number) for number, name in _NAMES.items()
+}
+
+
 def to_proto(state: str) -> types_pb2.WorkloadState.ValueType:
-    return types_pb2.WorkloadState.Value(f"WORKLOAD_STATE_{state}")
+    """The wire value of a state; ValueError for a name the enum lacks."""
+    number = _NUMBERS.get(state)
+    if number is None:
+        raise ValueError(f"no workload state {state!r}")
+    return number
 
 
 def from_proto(value: int) -> str:
-    name = types_pb2.WorkloadState.Name(value)  # type: ignore[arg-type]
-    return name.removeprefix("WORKLOAD_STATE_")
+    """A wire value's state (its enum name without the prefix); ValueError for one the enum lacks."""
+    name = _NAMES.get(value)
+    if name is None:
+        raise ValueError(f"no workload state numbered {value}")
+    return name
