@@ -134,4 +134,8 @@ def test_a_wrong_token_exits_1_with_the_brokers_message(tmp_path: Path) -> None:
     code, stderr, connections = asyncio.run(main())
     assert code == 1, stderr.decode()
     assert b"the broker refused this agent (UNAUTHENTICATED): unknown agent token" in stderr
-    assert connections == 1, stderr.decode()
+    # Refused, never retried. A refusal sent while the agent's Hello is still being written can
+    # reach it as gRPC core's "INTERNAL: Internal error from Core" instead (the server's status is
+    # lost in that race); such an attempt is retried like any broken stream, and a retry refused.
+    raced = stderr.count(b"INTERNAL: Internal error from Core")
+    assert connections == 1 + raced, stderr.decode()
