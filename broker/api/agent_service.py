@@ -20,14 +20,14 @@ from broker.api import convert, logs
 from broker.api.capacity import within_capacity
 from broker.api.limits import bounded
 from broker.api.malformed import Malformed
-from broker.api.status import status_for
+from broker.api.status import abort
 from broker.auth import Authenticator, Identity
 from broker.engine import commands as c
 from broker.engine.commands import Inventory
 from broker.engine.engine import Engine
 from broker.engine.links import AgentSession
 from broker.engine.records import ToAgent
-from broker.errors import BrokerError, InvalidArgument, PermissionDenied, Standby, standby_metadata
+from broker.errors import BrokerError, InvalidArgument, PermissionDenied
 from broker.tls import peer_names
 
 log = logging.getLogger("fedbroker.agents")
@@ -68,9 +68,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
             session: AgentSession = await self.engine.call(c.Hello(who.name, first.hello.agent_id[:128]))
         except BrokerError as error:
             log.warning("refused an agent: %s", error)
-            if isinstance(error, Standby):
-                context.set_trailing_metadata(standby_metadata(error))
-            await context.abort(status_for(error), bounded(str(error)))
+            await abort(context, error)
         self._streams[session] = who
         reader = asyncio.create_task(self._read(session, request_iterator))
         # Ends at None in the outbox: replaced by a newer session of the site, the broker stops

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
@@ -32,6 +32,15 @@ def status_for(error: Exception) -> grpc.StatusCode:
     return next((code for kind, code in CODES.items() if isinstance(error, kind)), grpc.StatusCode.INTERNAL)
 
 
+async def abort(context: grpc.aio.ServicerContext, error: Exception) -> NoReturn:
+    """End the call with `error`'s status and its (bounded) message. A standby's refusal also
+    carries its trailing metadata: the role, and how long a retry here can help."""
+    if isinstance(error, errors.Standby):
+        context.set_trailing_metadata(errors.standby_metadata(error))
+    await context.abort(status_for(error), bounded(str(error)))
+    raise AssertionError("unreachable: abort raises")
+
+
 def unary(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
     """Turn the broker's errors raised by a unary handler into an aborted call."""
 
@@ -40,10 +49,7 @@ def unary(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
         try:
             return await method(self, request, context)
         except (errors.BrokerError, InvalidInput) as error:
-            if isinstance(error, errors.Standby):
-                context.set_trailing_metadata(errors.standby_metadata(error))
-            await context.abort(status_for(error), bounded(str(error)))
-            raise  # unreachable: abort raises
+            await abort(context, error)
         except grpc.aio.AbortError:
             raise
         except Exception:

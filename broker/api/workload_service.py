@@ -16,8 +16,8 @@ from opentelemetry import trace
 
 from broker import telemetry
 from broker.api import convert, logs, queue_view, workload_views
-from broker.api.limits import SubmitLimiter, bounded, check_ref
-from broker.api.status import status_for, unary
+from broker.api.limits import SubmitLimiter, check_ref
+from broker.api.status import abort, unary
 from broker.api.workload_views import only_own
 from broker.auth import Authenticator, Identity
 from broker.engine import commands as c
@@ -178,7 +178,7 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
                 check_ref(request.id, "id"), _reader(who)
             )  # existence and visibility
         except BrokerError as error:
-            await context.abort(status_for(error), bounded(str(error)))
+            await abort(context, error)
         events = workload_views.events_of_one(self.engine, record.id, max(0, request.after_seq))
         async for event in self._authorised(who, workload_views.until_broker_stops(events, context), context):
             yield event
@@ -192,7 +192,7 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
             if tenant is not None and request.tenant and request.tenant != tenant:
                 raise PermissionDenied(only_own(tenant))
         except BrokerError as error:
-            await context.abort(status_for(error), bounded(str(error)))
+            await abort(context, error)
         wanted = tenant or request.tenant or None
         events = workload_views.events_of_all(self.engine, wanted, request.after_seq)
         async for event in self._authorised(who, workload_views.until_broker_stops(events, context), context):
@@ -208,4 +208,4 @@ class WorkloadService(workload_service_pb2_grpc.WorkloadServiceServicer):
             async for lines in self._authorised(who, logs.relay(self.engine, _reader(who), request), context):
                 yield lines
         except BrokerError as error:
-            await context.abort(status_for(error), bounded(str(error)))
+            await abort(context, error)
