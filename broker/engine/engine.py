@@ -203,8 +203,7 @@ class Engine:
                 epoch = None
             if epoch is None:
                 with contextlib.suppress(Exception):  # kept: refusals quote it without a query each
-                    read = await asyncio.to_thread(self._standby_message)
-                    self._standby_note, self._holder_lease_ends = read
+                    self._standby_note, self._holder_lease_ends = await asyncio.to_thread(self._read_holder)
                 if not waiting_logged:
                     log.warning("%s", self._standby_note)
                     waiting_logged = True
@@ -269,7 +268,7 @@ class Engine:
                     return f"could not renew the lease for {lease.ttl_s:g}s: {_short(error)}"
                 log.error("cannot renew the lease (retrying): %s", _short(error))
 
-    def _standby_message(self) -> tuple[str, float | None]:
+    def _read_holder(self) -> tuple[str, float | None]:
         """Who is active, in words, and (monotonic) when a live holder's lease ends (None: no
         live holder)."""
         holder = self.lease.holder() if self.lease is not None else None
