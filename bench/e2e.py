@@ -616,6 +616,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     ap.add_argument("--profile", metavar="DIR", help="py-spy the broker at saturation; top entries to stderr")
     args = ap.parse_args(argv)
+    if args.race and args.repeat > 1:
+        ap.error("--repeat is for the throughput rows; --race runs each N once")
     if args.quick:
         args.latency_s = args.saturation_s = 2.0
         args.nodes = 64
@@ -625,6 +627,7 @@ def main(argv: list[str] | None = None) -> None:
         pg = stack.enter_context(postgres_cluster(fsync=True)) if "postgresql" in dbs else None
         rows: list[dict] = []
         keys: tuple[str, ...]
+        run_key = ("run",) if args.repeat > 1 else ()  # a column only when there are runs to tell apart
         if args.race:
             keys = RACE_KEYS
             for db in dbs:
@@ -650,7 +653,7 @@ def main(argv: list[str] | None = None) -> None:
                             profile_top(Path(args.profile) / f"broker-race-{db}-{jobs}.txt"), file=sys.stderr
                         )
         else:
-            keys = ROW_KEYS if args.repeat == 1 else ("run", *ROW_KEYS)
+            keys = (*run_key, *ROW_KEYS)
             for run in range(1, args.repeat + 1):
                 for db in dbs:
                     for sites in (int(k) for k in args.sites.split(",")):
@@ -661,7 +664,7 @@ def main(argv: list[str] | None = None) -> None:
                             profile = Path(args.profile) / f"broker-{db}-{sites}.txt"
                             print(profile_top(profile), file=sys.stderr)
     extra = () if args.race else tuple(k for k in CPU_KEYS if k not in keys)  # the CPU table's own
-    spread = spread_rows(rows) if not args.race and args.repeat > 1 else []
+    spread = spread_rows(rows) if run_key else []
     if args.json:
         report: dict[str, Any] = {"rows": [{k: r[k] for k in (*keys, *extra)} for r in rows]}
         if spread:
@@ -671,7 +674,7 @@ def main(argv: list[str] | None = None) -> None:
         print(_table(rows, keys))
         if extra:
             print("\nwhere the CPU went at saturation, per submit (machine: every process and the kernel)")
-            print(_table(rows, ("run", *CPU_KEYS) if args.repeat > 1 else CPU_KEYS))
+            print(_table(rows, (*run_key, *CPU_KEYS)))
         if spread:
             print(f"\nover {args.repeat} interleaved runs of each row")
             print(_table(spread, SPREAD_KEYS))

@@ -60,3 +60,9 @@ def test_each_row_gets_its_median_range_and_worst_p99s(e2e: ModuleType) -> None:
 def test_repeat_must_be_at_least_one(e2e: ModuleType) -> None:
     with pytest.raises(SystemExit):
         e2e.main(["--repeat", "0"])
+
+
+def test_repeat_is_refused_with_the_race(e2e: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        e2e.main(["--race", "--repeat", "2"])
+    assert "--repeat is for the throughput rows" in capsys.readouterr().err
