@@ -19,7 +19,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import grpc
 import pytest
+from fedbroker.v1 import agent_service_pb2_grpc
 
 from broker.client import Client, ClientError
 from broker.endpoints import ACTIVE_SERVICE
@@ -27,6 +29,7 @@ from broker.localfed import LocalFederation
 from broker.sdk.aio import AsyncClient
 from broker.sdk.errors import UnavailableError
 from broker.spec import parse_spec
+from site_agents import messages
 
 LAUNCHED = re.compile(r"launched (wl-[0-9a-f]+)#(\d+) on the")
 SUCCEEDED = 4
@@ -176,6 +179,20 @@ def test_a_paused_active_broker_steps_down_and_its_late_writes_fail(
         _check_all_done_once(fed, accepted)
 
 
+def _standby_connect_refusal(endpoint: str, token: str, site: str) -> dict[str, str]:
+    """An agent's Connect to a standby: the refusal's trailing metadata (UNAVAILABLE asserted)."""
+    with grpc.insecure_channel(endpoint) as channel:
+        stream = agent_service_pb2_grpc.AgentServiceStub(channel).Connect(
+            iter([messages.hello(site, "test-agent", ["ray"], "test")]),
+            metadata=(("authorization", f"Bearer {token}"),),
+            timeout=10,
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            next(stream)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    return dict(refused.value.trailing_metadata() or ())  # type: ignore[attr-defined]
+
+
 def test_a_second_broker_on_a_sqlite_file_waits_and_does_not_schedule(tmp_path: Path) -> None:
     with LocalFederation(tmp_path, brokers=2, agent_overrides={"heartbeat_s": 0.5}) as fed:
         fed.start_broker("broker")
@@ -207,6 +224,10 @@ def test_a_second_broker_on_a_sqlite_file_waits_and_does_not_schedule(tmp_path: 
         started = time.monotonic()
         asyncio.run(submit_async())
         assert time.monotonic() - started < 15
+        # An agent's stream is refused with the same trailing metadata (agents read the role).
+        trailing = _standby_connect_refusal(fed.broker_endpoints["broker-2"], fed.tokens[SITES[0]], SITES[0])
+        assert trailing["fedbroker-role"] == "standby"
+        assert 0 < float(trailing["fedbroker-retry-within-s"]) <= 10
 
         with Client(fed.endpoints, fed.tokens["harbour-robotics"]) as tenant:
             ids = [tenant.submit(SPEC).workload.id for _ in range(4)]
