@@ -32,8 +32,13 @@ With `--peer slurm` the same shape runs on a real Slurm (the peer script starts 
 with the partition DOWN while jobs are submitted, then times from setting it UP), one after the
 other so the two never share the cores, and the table shows both times and the ratio.
 
-`--repeat R` runs every (database, K) row R times, interleaved (all rows once, then again), so a
-drift in the machine's speed falls on each alike; a third table gives each row's median, lowest
+`--fronts 0,1` (the default) runs each row with the broker alone and with one front process
+(`serve --fronts 1`: the public port served by a process of its own that relays calls to the
+engine's in batches); the broker's CPU and RSS then include its fronts'. The race runs the
+broker alone.
+
+`--repeat R` runs every (database, K, fronts) row R times, interleaved (all rows once, then
+again), so a drift in the machine's speed falls on each alike; a third table gives each row's median, lowest
 and highest submits/s and its worst p99s (`spread` in the JSON). This machine's speed drifts by
 about 15% over an hour, more than most changes worth measuring: compare with R >= 3.
 """
@@ -76,6 +81,7 @@ TENANTS = 4
 ROW_KEYS = (
     "db",
     "sites",
+    "fronts",
     "nodes",
     "offered_per_s",
     "submits_per_s",
@@ -91,6 +97,7 @@ ROW_KEYS = (
 CPU_KEYS = (
     "db",
     "sites",
+    "fronts",
     "submits_per_s",
     "broker_cpu_ms_per_submit",
     "agents_cpu_ms_per_submit",
@@ -101,6 +108,7 @@ CPU_KEYS = (
 SPREAD_KEYS = (
     "db",
     "sites",
+    "fronts",
     "runs",
     "submits_per_s_median",
     "submits_per_s_min",
@@ -117,8 +125,11 @@ RACE_KEYS = ("db", "sites", "nodes", "jobs", "fedbroker_s", "broker_cpu_ms_per_j
 class Federation:
     """A broker and K agents on loopback, with generated tokens; stopped on exit."""
 
-    def __init__(self, workdir: Path, db_url: str, sites: int, nodes: int, heartbeat_s: float = 2.0) -> None:
+    def __init__(
+        self, workdir: Path, db_url: str, sites: int, nodes: int, heartbeat_s: float = 2.0, fronts: int = 0
+    ) -> None:
         self.workdir = workdir
+        self.fronts = fronts
         self.db_url = db_url
         self.port = free_port()
         self.endpoint = f"127.0.0.1:{self.port}"
@@ -190,7 +201,7 @@ class Federation:
 
     def start(self) -> None:
         args = ["serve", "--config", str(self.config), "--db", self.db_url, "--listen", self.endpoint]
-        self._spawn("broker", [*args, "--log-level", "WARNING"])
+        self._spawn("broker", [*args, "--fronts", str(self.fronts), "--log-level", "WARNING"])
         self._wait(lambda: self.client().serving(), "the broker to serve")
         for name, path in self.agent_configs.items():
             self._spawn(
@@ -239,7 +250,9 @@ class Federation:
 
 
 @contextmanager
-def federation(db: str, sites: int, nodes: int, pg_server: str | None) -> Iterator[Federation]:
+def federation(
+    db: str, sites: int, nodes: int, pg_server: str | None, fronts: int = 0
+) -> Iterator[Federation]:
     workdir = Path(tempfile.mkdtemp(prefix="fedbroker-e2e-"))
     try:
         if db == "sqlite":
@@ -249,7 +262,7 @@ def federation(db: str, sites: int, nodes: int, pg_server: str | None) -> Iterat
             from broker.devdb import create_database
 
             url = create_database(pg_server, f"bench_{secrets.token_hex(4)}")
-        fed = Federation(workdir, url, sites, nodes)
+        fed = Federation(workdir, url, sites, nodes, fronts=fronts)
         try:
             fed.start()
             yield fed
@@ -370,8 +383,17 @@ def drive(fed: Federation, processes: int, watch: tuple[str, ...] = (), **kwargs
 
 
 def _proc_cpu_s(pid: int) -> float:
+    """The process's CPU seconds and its live children's (a broker's front processes)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(_proc_cpu_s(child) for child in _children(pid))
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:  # gone meanwhile
+        return []
 
 
 def _machine_busy_s() -> float:
@@ -381,10 +403,12 @@ def _machine_busy_s() -> float:
 
 
 def _proc_rss_mb(pid: int) -> float:
+    """The process's resident memory and its children's (a broker's front processes)."""
+    children = sum(_proc_rss_mb(child) for child in _children(pid))
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+            return int(line.split()[1]) / 1024 + children
+    return children
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -412,10 +436,12 @@ def _wait_running(db_url: str, ids: list[str], timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
-def measure_row(db: str, sites: int, nodes: int, args: argparse.Namespace, pg: str | None) -> dict:
+def measure_row(
+    db: str, sites: int, nodes: int, args: argparse.Namespace, pg: str | None, fronts: int = 0
+) -> dict:
     from fedbroker.v1 import types_pb2
 
-    with federation(db, sites, nodes, pg) as fed:
+    with federation(db, sites, nodes, pg, fronts) as fed:
         # 1. latency at 100/s offered
         lat = drive(fed, 1, rate=100.0, in_flight=0, seconds=args.latency_s, gpus=1, run_s=1.0).results
         placed = [r for r in lat if r[3] == types_pb2.WORKLOAD_STATE_PLACED]
@@ -425,7 +451,8 @@ def measure_row(db: str, sites: int, nodes: int, args: argparse.Namespace, pg: s
         running_ms = [(running_at[r[0]] - r[1]) * 1000 for r in placed if r[0] in running_at]
         # 2. saturation
         agents = tuple(name for name in fed.processes if name.startswith("agent-"))
-        profiler = _start_profile(fed.broker_pid(), args.profile, f"{db}-{sites}") if args.profile else None
+        name = f"{db}-{sites}-f{fronts}"
+        profiler = _start_profile(fed.broker_pid(), args.profile, name) if args.profile else None
         sat = drive(
             fed,
             args.clients,
@@ -444,6 +471,7 @@ def measure_row(db: str, sites: int, nodes: int, args: argparse.Namespace, pg: s
     return {
         "db": db,
         "sites": sites,
+        "fronts": fronts,
         "nodes": nodes,
         "offered_per_s": 100,
         "submits_per_s": round(len(sat.results) / args.saturation_s, 1),
@@ -603,6 +631,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
     ap.add_argument("--sites", default="2,10", help="comma-separated K values")
+    ap.add_argument(
+        "--fronts", default="0,1", help="comma-separated `serve --fronts` values (0: the broker alone)"
+    )
     ap.add_argument("--nodes", type=int, default=500, help="nodes of 8 GPUs in all")
     ap.add_argument("--clients", type=int, default=2, help="client processes at saturation")
     ap.add_argument("--in-flight", type=int, default=256, help="outstanding Submits per client process")
@@ -657,12 +688,13 @@ def main(argv: list[str] | None = None) -> None:
             for run in range(1, args.repeat + 1):
                 for db in dbs:
                     for sites in (int(k) for k in args.sites.split(",")):
-                        row = {"run": run, **measure_row(db, sites, args.nodes, args, pg)}
-                        rows.append(row)
-                        print(json.dumps(row), file=sys.stderr)
-                        if args.profile:
-                            profile = Path(args.profile) / f"broker-{db}-{sites}.txt"
-                            print(profile_top(profile), file=sys.stderr)
+                        for fronts in (int(f) for f in args.fronts.split(",")):
+                            row = {"run": run, **measure_row(db, sites, args.nodes, args, pg, fronts)}
+                            rows.append(row)
+                            print(json.dumps(row), file=sys.stderr)
+                            if args.profile:
+                                profile = Path(args.profile) / f"broker-{db}-{sites}-f{fronts}.txt"
+                                print(profile_top(profile), file=sys.stderr)
     extra = () if args.race else tuple(k for k in CPU_KEYS if k not in keys)  # the CPU table's own
     spread = spread_rows(rows) if run_key else []
     if args.json:
@@ -689,16 +721,17 @@ def _positive(text: str) -> int:
 
 def spread_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each (database, K) row's submits/s over its runs (median, lowest, highest) and worst p99s."""
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
     for row in rows:
-        groups.setdefault((row["db"], row["sites"]), []).append(row)
+        groups.setdefault((row["db"], row["sites"], row.get("fronts", 0)), []).append(row)
     out = []
-    for (db, sites), runs in groups.items():
+    for (db, sites, fronts), runs in groups.items():
         rates = [r["submits_per_s"] for r in runs]
         out.append(
             {
                 "db": db,
                 "sites": sites,
+                "fronts": fronts,
                 "runs": len(runs),
                 "submits_per_s_median": round(statistics.median(rates), 1),
                 "submits_per_s_min": min(rates),

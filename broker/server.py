@@ -15,6 +15,7 @@ from fedbroker.v1 import (
     agent_service_pb2_grpc,
     operator_service_pb2,
     operator_service_pb2_grpc,
+    relay_service_pb2_grpc,
     site_service_pb2,
     site_service_pb2_grpc,
     usage_service_pb2,
@@ -43,6 +44,8 @@ from broker.health import HealthMonitor
 from broker.listen import why_not_listen
 from broker.observability.broker_metrics import BrokerMetrics
 from broker.observability.state_log import StateChangeLog
+from broker.relay.fronts import Fronts, FrontsError
+from broker.relay.service import HandlerRecorder, RelayService
 from broker.role import STANDBY, BrokerRole
 from broker.store import Store
 from broker.store.lease import Lease
@@ -79,11 +82,15 @@ async def serve(
     advertise: str | None = None,
     tls: ServerTls | None = None,
     config_path: Path | None = None,
+    fronts: int = 0,
+    log_level: str = "INFO",
+    log_format: str = "text",
 ) -> None:
     """Run until SIGINT or SIGTERM, then stop gracefully. `metrics_enabled`: a MeterProvider is
     installed. The broker schedules while it holds the database's lease (`lease_ttl_s`), else
     waits on standby; `advertise`: the address standbys name as the active one's. `tls`: the
-    certificate (re-read when its files change, or on SIGHUP); None: plaintext."""
+    certificate (re-read when its files change, or on SIGHUP); None: plaintext. `fronts`: that
+    many front processes serve `listen` and relay to this one (broker/relay); 0: this one does."""
     try:
         # SQLite serves one host: its broker upgrades it. On PostgreSQL an operator runs
         # `fedbroker db upgrade` once, not each of several brokers racing at startup.
@@ -111,15 +118,17 @@ async def serve(
     server = grpc.aio.server(
         options=[("grpc.so_reuseport", 0), *limits.SERVER_OPTIONS], interceptors=[MalformedRequests()]
     )
-    workload_service_pb2_grpc.add_WorkloadServiceServicer_to_server(WorkloadService(engine, auth), server)
-    site_service_pb2_grpc.add_SiteServiceServicer_to_server(SiteService(engine, auth), server)
-    agents = AgentService(engine, auth)
+    # Behind fronts the services are also recorded, for the relay to call their handlers.
+    services = HandlerRecorder(server) if fronts else server
+    workload_service_pb2_grpc.add_WorkloadServiceServicer_to_server(WorkloadService(engine, auth), services)
+    site_service_pb2_grpc.add_SiteServiceServicer_to_server(SiteService(engine, auth), services)
+    agents = AgentService(engine, auth, behind_fronts=bool(fronts))
     engine.config_listeners.append(agents.end_revoked)  # after auth.reload: a removed token's stream ends
-    agent_service_pb2_grpc.add_AgentServiceServicer_to_server(agents, server)
-    usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageService(engine, auth), server)
-    operator_service_pb2_grpc.add_OperatorServiceServicer_to_server(OperatorService(engine, auth), server)
+    agent_service_pb2_grpc.add_AgentServiceServicer_to_server(agents, services)
+    usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageService(engine, auth), services)
+    operator_service_pb2_grpc.add_OperatorServiceServicer_to_server(OperatorService(engine, auth), services)
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, services)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
@@ -127,9 +136,15 @@ async def serve(
     if problem is not None:
         await engine.stop()
         raise ServeError(problem)
-    reloader = CertificateReloader(tls) if tls is not None else None
+    front_processes: Fronts | None = None
+    reloader = CertificateReloader(tls) if tls is not None and not fronts else None
     try:
-        if reloader is not None:
+        if isinstance(services, HandlerRecorder):
+            relay_service_pb2_grpc.add_RelayServiceServicer_to_server(RelayService(services.handlers), server)
+            front_processes = Fronts(fronts, listen, tls, log_level=log_level, log_format=log_format)
+            server.add_insecure_port(front_processes.upstream)
+            port = front_processes.port
+        elif reloader is not None:
             port = server.add_secure_port(listen, reloader.credentials())
         else:
             port = server.add_insecure_port(listen)
@@ -137,6 +152,13 @@ async def serve(
         await engine.stop()
         raise ServeError(f"cannot listen on {listen}: address in use or not valid") from None
     await server.start()
+    if front_processes is not None:
+        try:
+            await front_processes.start()
+        except FrontsError as error:
+            await server.stop(grace=None)
+            await engine.stop()
+            raise ServeError(f"front process: {error}") from None
     role = engine.role  # the lease drives it; health and the role gauge follow
     monitor = HealthMonitor(health_servicer, store, role, SERVICE_NAMES, writers=WRITER_SERVICES)
     await monitor.check()
@@ -144,8 +166,15 @@ async def serve(
     engine.observer = observers(engine, role, monitor, metrics_enabled)
     host = listen.rsplit(":", 1)[0]
     mode = "plaintext" if tls is None else ("mutual TLS" if tls.client_ca_file else "TLS")
+    through = f", through {fronts} front processes" if fronts else ""
     log.info(
-        "broker %s listening on %s:%d (%s; store %s)", engine.broker_id, host, port, mode, store.engine.url
+        "broker %s listening on %s:%d (%s%s; store %s)",
+        engine.broker_id,
+        host,
+        port,
+        mode,
+        through,
+        store.engine.url,
     )
     if tls is None and not is_loopback(host):
         log.warning(
@@ -158,11 +187,14 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    reload_on_hangup(loop, engine, reloader.request_reload if reloader is not None else None)
+    also = front_processes.hangup if front_processes is not None else None
+    reload_on_hangup(loop, engine, reloader.request_reload if reloader is not None else also)
     await stop.wait()
     log.info("stopping")
     health_task.cancel()
     await health_servicer.enter_graceful_shutdown()
+    if front_processes is not None:
+        await front_processes.stop()  # they end their callers' calls while this process still answers
     engine.hub.close()  # ends the watch streams (UNAVAILABLE: clients reconnect), not cancelled in stop
     await engine.stop()  # ends the agent streams, so the grace period is not waited out
     await server.stop(grace=2)

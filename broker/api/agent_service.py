@@ -28,15 +28,19 @@ from broker.engine.engine import Engine
 from broker.engine.links import AgentSession
 from broker.engine.records import ToAgent
 from broker.errors import BrokerError, InvalidArgument, PermissionDenied
+from broker.relay.protocol import relayed_peer_names
 from broker.tls import peer_names
 
 log = logging.getLogger("fedbroker.agents")
 
 
 class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
-    def __init__(self, engine: Engine, auth: Authenticator) -> None:
+    def __init__(self, engine: Engine, auth: Authenticator, *, behind_fronts: bool = False) -> None:
         self.engine = engine
         self.auth = auth
+        # Behind fronts (broker/relay) the TLS session is the front's: it sends the caller's
+        # verified certificate names along, on a socket only this broker's user can open.
+        self._behind_fronts = behind_fronts
         self._streams: dict[AgentSession, Identity] = {}  # open streams and who opened them
 
     def end_revoked(self, config: object) -> None:
@@ -57,7 +61,16 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
             who = self.auth.identify(context.invocation_metadata())
             if who.role != "agent":
                 raise PermissionDenied(f"{who} is not a site agent")
-            self.auth.check_agent_certificate(who.name, peer_names(context.auth_context()))
+            names = (
+                relayed_peer_names(context.invocation_metadata())
+                if self._behind_fronts
+                else peer_names(context.auth_context())
+            )
+            self.auth.check_agent_certificate(who.name, names)
+            # The credential is good: say so before reading. A front waits for this before it
+            # passes the Hello on, so a refusal never races a write (which gRPC then reports as
+            # INTERNAL, losing the refusal's status).
+            await context.send_initial_metadata(())
             first = await anext(request_iterator, None)
             if isinstance(first, Malformed):
                 raise InvalidArgument(f"hello: {first.describe()}")

@@ -58,7 +58,7 @@ async def _refuse(context: grpc.aio.ServicerContext, request: Malformed) -> None
     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.describe())
 
 
-def _wrap(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def wrap_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     if handler.request_deserializer is None:
         return handler
     deserializer = _safe(handler.request_deserializer)
@@ -114,6 +114,6 @@ class MalformedRequests(grpc.aio.ServerInterceptor):
         known = self._wrapped.get(method)
         if known is not None and known[0] is handler:
             return known[1]
-        wrapped = _wrap(handler)
+        wrapped = wrap_handler(handler)
         self._wrapped[method] = (handler, wrapped)
         return wrapped

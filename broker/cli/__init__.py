@@ -83,6 +83,16 @@ def cli() -> None:
     "is checked against its agent's [env FEDBROKER_TLS_CLIENT_CA; tls.client_ca_file].",
 )
 @click.option(
+    "--fronts",
+    type=click.IntRange(min=0, max=64),
+    default=0,
+    envvar="FEDBROKER_FRONTS",
+    show_default=True,
+    help="Serve --listen from this many front processes, which relay calls to this one in batches "
+    "(about 1.3x the submits/s of one process on two cores); 0: this process serves it alone "
+    "[env FEDBROKER_FRONTS].",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
@@ -99,6 +109,7 @@ def serve(
     tls_cert: Path | None,
     tls_key: Path | None,
     tls_client_ca: Path | None,
+    fronts: int,
     log_level: str,
     log_format: str,
     metrics_listen: str | None,
@@ -129,6 +140,9 @@ def serve(
                 advertise=advertise,
                 tls=tls,
                 config_path=config_path,
+                fronts=fronts,
+                log_level=log_level,
+                log_format=log_format,
             )
         )
     except ServeError as error:

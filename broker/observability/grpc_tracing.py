@@ -15,6 +15,7 @@ def instrument_grpc_server() -> None:
 
     untraced = filters.any_of(
         filters.method_name("Connect"),
+        filters.method_name("Relay"),  # a front's stream of batches (broker/relay): its calls have spans
         filters.health_check(),
         filters.service_prefix("grpc.reflection"),
     )

@@ -22,10 +22,13 @@ def e2e() -> ModuleType:
     return module
 
 
-def _row(db: str, sites: int, rate: float, placed: float, running: float) -> dict[str, object]:
+def _row(
+    db: str, sites: int, rate: float, placed: float, running: float, fronts: int = 0
+) -> dict[str, object]:
     return {
         "db": db,
         "sites": sites,
+        "fronts": fronts,
         "submits_per_s": rate,
         "placed_p99_ms": placed,
         "running_p99_ms": running,
@@ -39,11 +42,13 @@ def test_each_row_gets_its_median_range_and_worst_p99s(e2e: ModuleType) -> None:
         _row("sqlite", 2, 1200.0, 12.0, 13.0),
         _row("sqlite", 10, 950.0, 7.0, 30.0),
         _row("sqlite", 10, 1050.0, 8.0, 16.0),
+        _row("sqlite", 10, 1400.0, 6.0, 12.0, fronts=1),  # another row: not mixed into fronts 0's
     ]
-    spread = {(s["db"], s["sites"]): s for s in e2e.spread_rows(rows)}
-    assert spread[("sqlite", 2)] == {
+    spread = {(s["db"], s["sites"], s["fronts"]): s for s in e2e.spread_rows(rows)}
+    assert spread[("sqlite", 2, 0)] == {
         "db": "sqlite",
         "sites": 2,
+        "fronts": 0,
         "runs": 2,
         "submits_per_s_median": 1250.0,
         "submits_per_s_min": 1200.0,
@@ -51,7 +56,8 @@ def test_each_row_gets_its_median_range_and_worst_p99s(e2e: ModuleType) -> None:
         "placed_p99_ms_max": 12.0,
         "running_p99_ms_max": 14.0,
     }
-    ten = spread[("sqlite", 10)]
+    assert spread[("sqlite", 10, 1)]["submits_per_s_median"] == 1400.0
+    ten = spread[("sqlite", 10, 0)]
     assert (ten["runs"], ten["submits_per_s_median"], ten["submits_per_s_min"]) == (3, 1050.0, 950.0)
     assert (ten["placed_p99_ms_max"], ten["running_p99_ms_max"]) == (9.0, 30.0)
     assert set(ten) == set(e2e.SPREAD_KEYS)

@@ -1,0 +1,173 @@
+"""The engine process's side of the relay: each front's batches of unary calls, answered by the
+very handlers registered on the gRPC server, in batches.
+
+`HandlerRecorder` stands in for the server while the services are added, so the relay and
+the server share one table of handlers. A relayed call runs its handler with a `RelayedContext`
+that keeps what the handler sets (status, details, trailing metadata); its outcome goes back
+to the front, which ends its client's call with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any, NoReturn
+
+import grpc
+from fedbroker.v1 import relay_service_pb2 as pb
+from fedbroker.v1 import relay_service_pb2_grpc
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
+from broker import batching, telemetry
+from broker.api.malformed import wrap_handler
+from broker.relay import protocol
+
+log = logging.getLogger("fedbroker.relay")
+
+_OK = grpc.StatusCode.OK.value[0]
+UNTRACED = ("/grpc.",)  # health probes, every few seconds: no spans, as for a direct call
+
+
+class HandlerRecorder:
+    """Passed to the generated `add_*Servicer_to_server` functions in the server's place: the
+    server gets the services, and the recorder keeps each method's handler by its full path."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self.server = server
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
+        self.server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self.server.add_registered_method_handlers(service, handlers)  # type: ignore[attr-defined]
+        for name, handler in handlers.items():
+            self.handlers[f"/{service}/{name}"] = wrap_handler(handler)
+
+
+class RelayedContext:
+    """The part of `grpc.aio.ServicerContext` the broker's unary handlers use."""
+
+    __slots__ = ("_metadata", "code", "details", "trailing")
+
+    def __init__(self, metadata: tuple[tuple[str, str | bytes], ...]) -> None:
+        self._metadata = metadata
+        self.code = grpc.StatusCode.OK
+        self.details = ""
+        self.trailing: protocol.Metadata = ()
+
+    def invocation_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        return self._metadata
+
+    def set_trailing_metadata(self, metadata: protocol.Metadata) -> None:
+        self.trailing = tuple(metadata)
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self.code = code
+
+    def set_details(self, details: str) -> None:
+        self.details = details
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> NoReturn:
+        self.code, self.details = code, details
+        if trailing_metadata:
+            self.trailing = tuple(trailing_metadata)
+        raise grpc.aio.AbortError()
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {}  # a relayed caller's certificate is the front's business (PEER_SAN_KEY)
+
+
+class RelayService(relay_service_pb2_grpc.RelayServiceServicer):
+    """Serves the fronts' relay streams on the engine process's private socket."""
+
+    def __init__(self, handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:
+        self._handlers = handlers
+        self._calls: set[asyncio.Task[None]] = set()  # running, so none is collected mid-call
+
+    async def Relay(
+        self, request_iterator: AsyncIterator[pb.RelayCalls], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.RelayReplies]:
+        await context.send_initial_metadata(())  # the front's sign that the stream is up
+        replies: asyncio.Queue[pb.RelayReply | None] = asyncio.Queue()
+
+        async def read() -> None:
+            async for message in request_iterator:
+                for call in message.calls:
+                    task = asyncio.create_task(self._answer(call, replies))
+                    self._calls.add(task)
+                    task.add_done_callback(self._calls.discard)
+
+        reader = asyncio.create_task(read(), name="relay reader")
+        # The front's end of the stream ends ours: calls still running finish (a Submit's commit
+        # is not undone) and their replies go nowhere; the front told its callers UNAVAILABLE.
+        reader.add_done_callback(lambda _: replies.put_nowait(None))
+        try:
+            async for batch in batching.batches(replies, _same, limit=protocol.RELAY_MESSAGE_BYTES // 4):
+                yield pb.RelayReplies(replies=batch)
+        finally:
+            reader.cancel()
+
+    async def _answer(self, call: pb.RelayCall, replies: asyncio.Queue[pb.RelayReply | None]) -> None:
+        replies.put_nowait(await self.answer(call))
+
+    async def answer(self, call: pb.RelayCall) -> pb.RelayReply:
+        """Run the call's handler as the gRPC server would, and say how it ended."""
+        handler = self._handlers.get(call.method)
+        if handler is None or handler.unary_unary is None:
+            return pb.RelayReply(
+                id=call.id,
+                code=grpc.StatusCode.UNIMPLEMENTED.value[0],
+                details=f"Method not found: {call.method}",
+            )
+        context = RelayedContext(protocol.from_wire(call.metadata))
+        try:
+            request = handler.request_deserializer(call.request)
+            if telemetry.traces_exported():
+                response = await self._traced(call.method, handler, request, context)
+            else:
+                response = await handler.unary_unary(request, context)
+        except grpc.aio.AbortError:
+            pass
+        except Exception:
+            if context.code == grpc.StatusCode.OK:  # as gRPC does: a code the handler set stands
+                log.exception("relayed %s failed", call.method)  # handlers turn their errors into statuses
+                context.code, context.details = grpc.StatusCode.UNKNOWN, "Unexpected error in the broker"
+        else:
+            if context.code == grpc.StatusCode.OK:
+                return pb.RelayReply(id=call.id, code=_OK, response=handler.response_serializer(response))
+        return pb.RelayReply(
+            id=call.id,
+            code=context.code.value[0],
+            details=context.details,
+            trailing=protocol.to_wire(context.trailing),
+        )
+
+    @staticmethod
+    async def _traced(
+        method: str, handler: grpc.RpcMethodHandler, request: Any, context: RelayedContext
+    ) -> Any:
+        """The call's server span, as gRPC's instrumentation makes it for a direct call (the front
+        makes none): a child of the caller's span, with the same name and attributes."""
+        if method.startswith(UNTRACED):
+            return await handler.unary_unary(request, context)
+        carrier = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        service, _, name = method[1:].partition("/")
+        attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+        with telemetry.tracer().start_as_current_span(
+            method, context=telemetry.extract(carrier), kind=trace.SpanKind.SERVER, attributes=attributes
+        ) as span:
+            try:
+                return await handler.unary_unary(request, context)
+            finally:
+                span.set_attribute("rpc.grpc.status_code", context.code.value[0])
+                if context.code != grpc.StatusCode.OK:
+                    span.set_status(Status(StatusCode.ERROR, context.details))
+
+
+def _same(reply: pb.RelayReply) -> pb.RelayReply:
+    return reply
