@@ -88,8 +88,8 @@ def cli() -> None:
     default=0,
     envvar="FEDBROKER_FRONTS",
     show_default=True,
-    help="Serve --listen from this many front processes, which relay calls to this one in batches "
-    "(about 1.3x the submits/s of one process on two cores); 0: this process serves it alone "
+    help="Serve --listen from this many front processes, which relay calls to this one in batches: "
+    "more submits/s where a core is free for them; 0: this process serves it alone "
     "[env FEDBROKER_FRONTS].",
 )
 @click.option(

@@ -106,9 +106,8 @@ class Relayer:
         try:
             await stream.initial_metadata()  # the engine's side sends it at once: the stream is up
             self._outbox = outbox
-            if not self.connected.is_set():
-                log.info("relaying to the engine process")
             self.connected.set()
+            log.info("relaying to the engine process")
             async for message in stream:
                 for reply in message.replies:
                     future = self._pending.get(reply.id)

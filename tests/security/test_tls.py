@@ -19,9 +19,10 @@ from fedbroker.v1 import agent_service_pb2_grpc as ag
 
 from broker.client import Client, ClientError
 from broker.localfed import DEV_TOKENS, LocalFederation, free_port
+from broker.relay.protocol import PEER_SAN_KEY
 from broker.spec import parse_spec
 from broker.tls import channel_credentials
-from tests.security.pki import Pki
+from tests.security.pki import SANS, Pki
 
 FAST = {"heartbeat_s": 0.5, "backend": {"time_scale": 0.0001}}
 SPEC = {
@@ -154,13 +155,16 @@ def test_certificate_is_reloaded_when_its_files_change(pki: Pki, tmp_path: Path)
         assert "cannot be used; keeping the current certificate" in fed.log_tail("broker", 50)
 
 
-@pytest.fixture(scope="module")
-def mtls_fed(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
-    """Mutual TLS: every caller presents a certificate; each site's agent one naming its SAN."""
+@pytest.fixture(scope="module", params=[0, 1], ids=["one-process", "behind-a-front"])
+def mtls_fed(
+    pki: Pki, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[LocalFederation]:
+    """Mutual TLS: every caller presents a certificate; each site's agent one naming its SAN.
+    Behind a front (serve --fronts) TLS ends in the front, which passes the names along."""
     fed = LocalFederation(
         tmp_path_factory.mktemp("mtls"),
         config=pki.federation(),
-        broker_args=pki.server_args(mutual=True),
+        broker_args=[*pki.server_args(mutual=True), "--fronts", str(request.param)],
         client_tls=pki.client("tenant"),
     )
     with fed:
@@ -182,12 +186,14 @@ def test_no_client_certificate_is_refused_with_a_clear_message(mtls_fed: LocalFe
     assert "may require a client certificate" in refused.stderr
 
 
-def _connect(endpoint: str, tls: object, token: str, site: str) -> grpc.RpcError:
+def _connect(
+    endpoint: str, tls: object, token: str, site: str, extra: tuple[tuple[str, str], ...] = ()
+) -> grpc.RpcError:
     credentials = channel_credentials(tls)  # type: ignore[arg-type]
     with grpc.secure_channel(endpoint, credentials) as channel:
         stream = ag.AgentServiceStub(channel).Connect(
             iter([a.AgentMessage(hello=a.Hello(site=site, agent_id="intruder"))]),
-            metadata=(("authorization", f"Bearer {token}"),),
+            metadata=(("authorization", f"Bearer {token}"), *extra),
             timeout=5,
         )
         with pytest.raises(grpc.RpcError) as refused:
@@ -205,6 +211,15 @@ def test_an_agent_certificate_for_one_site_cannot_speak_for_another(
     # A tenant's certificate (verified, but no site's) with an agent token: refused too.
     error = _connect(mtls_fed.endpoint, pki.client("tenant"), DEV_TOKENS["sandy-ridge"], "sandy-ridge")
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_caller_cannot_claim_certificate_names_in_metadata(mtls_fed: LocalFederation, pki: Pki) -> None:
+    """A front passes the verified names on in PEER_SAN_KEY; a caller's own value for that key is
+    dropped (behind a front) or never read (one process): the tenant's certificate stays a tenant's."""
+    claim = ((PEER_SAN_KEY, SANS["cyberport"]),)
+    error = _connect(mtls_fed.endpoint, pki.client("tenant"), DEV_TOKENS["cyberport"], "cyberport", claim)
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "site cyberport requires a client certificate naming 'cyberport.agents" in error.details()
 
 
 def test_wrong_ca_and_expired_agent_certificates_are_refused(mtls_fed: LocalFederation, pki: Pki) -> None:
