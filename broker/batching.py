@@ -23,19 +23,28 @@ BATCH_BYTES = 1 << 20
 
 
 async def batches(
-    queue: asyncio.Queue[Any], encode: Callable[[Any], M], limit: int = BATCH_BYTES, linger_s: float = 0.0
+    queue: asyncio.Queue[Any],
+    encode: Callable[[Any], M],
+    limit: int = BATCH_BYTES,
+    linger_s: float = 0.0,
+    busy_s: float | None = None,
 ) -> AsyncIterator[list[M]]:
     """The queued items, encoded, in order, in lists of as many as are there now within
-    `limit` bytes (a larger one goes alone); ends at the first None. (The queue's items
-    are Any: mypy cannot bind a type variable to a union such as the broker's ToAgent.)"""
+    `limit` bytes (a larger one goes alone); ends at the first None. A lone item waits
+    `linger_s` for company; with `busy_s`, only when the last batch left less than `busy_s`
+    ago (under load), so a quiet stream sends at once. (The queue's items are Any: mypy
+    cannot bind a type variable to a union such as the broker's ToAgent.)"""
     carried: M | None = None
+    loop = asyncio.get_running_loop()
+    last_sent = -float("inf")
     while True:
         if carried is None:
             item = await queue.get()
             if item is None:
                 return
             carried = encode(item)
-            if linger_s and queue.empty():
+            busy = busy_s is None or loop.time() - last_sent < busy_s
+            if linger_s and busy and queue.empty():
                 await asyncio.sleep(linger_s)  # let what follows at once join this batch
         batch, total = [carried], carried.ByteSize()
         carried = None
@@ -50,4 +59,5 @@ async def batches(
                 carried = message
                 break
             batch.append(message)
+        last_sent = loop.time()
         yield batch

@@ -49,6 +49,10 @@ SERVICES = (
     health_pb2.DESCRIPTOR.services_by_name["Health"],
     reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
 )
+# Under load a call waits this long for others to join its batch (each relay message costs the
+# engine's loop ~40 µs to read); "under load" is the last batch leaving within BUSY_S.
+LINGER_S = 0.001
+BUSY_S = 0.003
 RECONNECT_S = 0.2  # between tries of the engine's socket: it is on this host, or restarting
 PARENT_CHECK_S = 1.0
 GRACE_S = 2.0
@@ -99,7 +103,10 @@ class Relayer:
         outbox: asyncio.Queue[pb.RelayCall | None] = asyncio.Queue()
 
         async def calls() -> AsyncIterator[pb.RelayCalls]:
-            async for batch in batching.batches(outbox, _same, limit=protocol.RELAY_MESSAGE_BYTES // 4):
+            batched = batching.batches(
+                outbox, _same, limit=protocol.RELAY_MESSAGE_BYTES // 4, linger_s=LINGER_S, busy_s=BUSY_S
+            )
+            async for batch in batched:
                 yield pb.RelayCalls(calls=batch)
 
         stream = self._open(calls())

@@ -69,3 +69,32 @@ def test_a_linger_lets_what_follows_at_once_join_the_batch() -> None:
         return got
 
     assert asyncio.run(scenario()) == [[_ack(1), _ack(2)]]
+
+
+def test_with_busy_s_a_quiet_stream_sends_at_once_and_a_busy_one_lingers() -> None:
+    """The relay's batching: no linger after a pause (a lone call pays nothing), a linger when
+    the last batch left just now (under load, calls share a message)."""
+
+    async def scenario() -> tuple[float, list[list[pb.AgentMessage]]]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[pb.AgentMessage | None] = asyncio.Queue()
+        stream = batches(queue, lambda m: m, linger_s=0.2, busy_s=0.1)
+        queue.put_nowait(_ack(1))
+        started = loop.time()
+        got = [await asyncio.wait_for(anext(stream), 1)]  # quiet: at once, no 0.2 s linger
+        quiet_s = loop.time() - started
+        queue.put_nowait(_ack(2))  # right after the last batch: busy, so it waits for company
+        second = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0.05)
+        assert not second.done()
+        queue.put_nowait(_ack(3))
+        got.append(await asyncio.wait_for(second, 1))
+        await asyncio.sleep(0.15)  # quiet again
+        queue.put_nowait(_ack(4))
+        started = loop.time()
+        got.append(await asyncio.wait_for(anext(stream), 1))
+        return max(quiet_s, loop.time() - started), got
+
+    slowest, got = asyncio.run(scenario())
+    assert got == [[_ack(1)], [_ack(2), _ack(3)], [_ack(4)]]
+    assert slowest < 0.1
