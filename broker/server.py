@@ -44,6 +44,7 @@ from broker.health import HealthMonitor
 from broker.listen import why_not_listen
 from broker.observability.broker_metrics import BrokerMetrics
 from broker.observability.state_log import StateChangeLog
+from broker.relay import protocol
 from broker.relay.fronts import Fronts, FrontsError
 from broker.relay.service import HandlerRecorder, RelayService
 from broker.role import STANDBY, BrokerRole
@@ -115,9 +116,9 @@ async def serve(
     engine.config_listeners.append(auth.reload)
     # gRPC sets SO_REUSEPORT by default, which lets a second broker bind the same port
     # and split the clients between the two; a taken port must be an error instead.
-    server = grpc.aio.server(
-        options=[("grpc.so_reuseport", 0), *limits.SERVER_OPTIONS], interceptors=[MalformedRequests()]
-    )
+    # Behind fronts the public limits are theirs to keep; a relay message carries many calls.
+    sizes = protocol.RELAY_OPTIONS if fronts else limits.SERVER_OPTIONS
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0), *sizes], interceptors=[MalformedRequests()])
     # Behind fronts the services are also recorded, for the relay to call their handlers.
     services = HandlerRecorder(server) if fronts else server
     workload_service_pb2_grpc.add_WorkloadServiceServicer_to_server(WorkloadService(engine, auth), services)
@@ -142,8 +143,16 @@ async def serve(
         if isinstance(services, HandlerRecorder):
             relay_service_pb2_grpc.add_RelayServiceServicer_to_server(RelayService(services.handlers), server)
             front_processes = Fronts(fronts, listen, tls, log_level=log_level, log_format=log_format)
-            server.add_insecure_port(front_processes.upstream)
             port = front_processes.port
+            try:
+                server.add_insecure_port(front_processes.upstream)
+            except RuntimeError:
+                await front_processes.stop()  # removes the socket's folder
+                await engine.stop()
+                raise ServeError(
+                    f"cannot listen on {front_processes.upstream} for the fronts (a path over 107 bytes? "
+                    "set TMPDIR to a shorter one)"
+                ) from None
         elif reloader is not None:
             port = server.add_secure_port(listen, reloader.credentials())
         else:
@@ -193,10 +202,10 @@ async def serve(
     log.info("stopping")
     health_task.cancel()
     await health_servicer.enter_graceful_shutdown()
-    if front_processes is not None:
-        await front_processes.stop()  # they end their callers' calls while this process still answers
     engine.hub.close()  # ends the watch streams (UNAVAILABLE: clients reconnect), not cancelled in stop
     await engine.stop()  # ends the agent streams, so the grace period is not waited out
+    if front_processes is not None:
+        await front_processes.stop()  # their streams have ended; their unary calls get answers
     await server.stop(grace=2)
     store.close()
 

@@ -82,17 +82,25 @@ class Relayer:
         self._outbox: asyncio.Queue[pb.RelayCall | None] | None = None  # None: no stream now
         self.connected = asyncio.Event()
 
-    async def call(self, method: str, metadata: list[pb.Metadatum], request: bytes) -> pb.RelayReply:
+    async def call(
+        self, method: str, metadata: list[pb.Metadatum], request: bytes, timeout_s: float | None = None
+    ) -> pb.RelayReply:
         call_id = next(self._ids)
-        if self._outbox is None:
+        outbox = self._outbox
+        if outbox is None:
             return _unavailable(call_id)
         future: asyncio.Future[pb.RelayReply] = asyncio.get_running_loop().create_future()
         self._pending[call_id] = future
-        self._outbox.put_nowait(pb.RelayCall(id=call_id, method=method, metadata=metadata, request=request))
+        outbox.put_nowait(
+            pb.RelayCall(id=call_id, method=method, metadata=metadata, request=request, timeout_s=timeout_s)
+        )
         try:
             return await future
         finally:
-            self._pending.pop(call_id, None)  # also when the caller gave up
+            self._pending.pop(call_id, None)
+            answered = future.done() and not future.cancelled()
+            if not answered and outbox is self._outbox:  # the caller went away: so does the call
+                outbox.put_nowait(pb.RelayCall(id=call_id, cancel=True))
 
     async def run(self) -> None:
         while True:
@@ -104,7 +112,7 @@ class Relayer:
 
         async def calls() -> AsyncIterator[pb.RelayCalls]:
             batched = batching.batches(
-                outbox, _same, limit=protocol.RELAY_MESSAGE_BYTES // 4, linger_s=LINGER_S, busy_s=BUSY_S
+                outbox, _same, limit=protocol.RELAY_BATCH_BYTES, linger_s=LINGER_S, busy_s=BUSY_S
             )
             async for batch in batched:
                 yield pb.RelayCalls(calls=batch)
@@ -152,25 +160,28 @@ class FrontHandler(grpc.GenericRpcHandler):
                 if path not in streaming:
                     self._handlers[path] = grpc.unary_unary_rpc_method_handler(self._relayed(path))
                 elif method.client_streaming:
-                    self._handlers[path] = grpc.stream_stream_rpc_method_handler(self._streams(path))
+                    self._handlers[path] = grpc.stream_stream_rpc_method_handler(self._bidi_streaming(path))
                 else:
-                    self._handlers[path] = grpc.unary_stream_rpc_method_handler(self._stream(path))
+                    self._handlers[path] = grpc.unary_stream_rpc_method_handler(self._server_streaming(path))
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         return self._handlers.get(handler_call_details.method)  # type: ignore[attr-defined]
 
     def _relayed(self, path: str) -> Callable[[bytes, grpc.aio.ServicerContext], Any]:
         async def relayed(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            reply = await self._relayer.call(path, protocol.to_wire(forwarded(context)), request)
+            metadata = protocol.to_wire(forwarded(context))
+            reply = await self._relayer.call(path, metadata, request, context.time_remaining())
+            if reply.trailing:
+                context.set_trailing_metadata(protocol.from_wire(reply.trailing))
             if reply.code:
-                if reply.trailing:
-                    context.set_trailing_metadata(protocol.from_wire(reply.trailing))
-                await context.abort(protocol.CODES[reply.code], reply.details)
+                await context.abort(protocol.STATUS_BY_NUMBER[reply.code], reply.details)
             return reply.response
 
         return relayed
 
-    def _stream(self, path: str) -> Callable[[bytes, grpc.aio.ServicerContext], AsyncIterator[bytes]]:
+    def _server_streaming(
+        self, path: str
+    ) -> Callable[[bytes, grpc.aio.ServicerContext], AsyncIterator[bytes]]:
         open_call = self._channel.unary_stream(path)
 
         async def passed(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
@@ -179,13 +190,13 @@ class FrontHandler(grpc.GenericRpcHandler):
                 async for response in call:
                     yield response
             except grpc.aio.AioRpcError as error:
-                await _end_as(context, error)
+                await _end_as(context, error, self._relayer.connected.is_set())
             finally:
                 call.cancel()
 
         return passed
 
-    def _streams(
+    def _bidi_streaming(
         self, path: str
     ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext], AsyncIterator[bytes]]:
         open_call = self._channel.stream_stream(path)
@@ -201,13 +212,13 @@ class FrontHandler(grpc.GenericRpcHandler):
                 if handshake:
                     await call.initial_metadata()  # the engine took the credential, or refused it
                     if call.done():
-                        await _end_as(context, await _status_of(call))
+                        await _end_as(context, await _status_of(call), True)
                 pump = asyncio.create_task(_pump(requests, call, answered if handshake else None))
                 async for response in call:
                     answered.set()
                     yield response
             except grpc.aio.AioRpcError as error:
-                await _end_as(context, error)
+                await _end_as(context, error, self._relayer.connected.is_set())
             finally:
                 if pump is not None:
                     pump.cancel()
@@ -245,15 +256,17 @@ async def _status_of(call: grpc.aio.StreamStreamCall) -> grpc.aio.AioRpcError:
     )
 
 
-async def _end_as(context: grpc.aio.ServicerContext, error: grpc.aio.AioRpcError) -> None:
-    """End the caller's call as the engine process ended ours, trailing metadata and all."""
+async def _end_as(context: grpc.aio.ServicerContext, error: grpc.aio.AioRpcError, reachable: bool) -> None:
+    """End the caller's call as the engine process ended ours, trailing metadata and all. While
+    the engine's socket is unreachable (the relay stream is down too), gRPC's own words for that
+    (which name the socket's path) become ours."""
     trailing = error.trailing_metadata()
     if trailing:
         context.set_trailing_metadata(tuple(trailing))
-    code = error.code()
-    # A front-to-engine failure of our own (the engine process restarting) is UNAVAILABLE to the caller.
-    details = error.details() or ""
-    await context.abort(code, details if code != grpc.StatusCode.UNAVAILABLE else details or UNREACHABLE)
+    code, details = error.code(), error.details() or ""
+    if code == grpc.StatusCode.UNAVAILABLE and not (reachable and details):
+        details = UNREACHABLE
+    await context.abort(code, details)
 
 
 def forwarded(context: grpc.aio.ServicerContext) -> list[tuple[str, str | bytes]]:
@@ -275,6 +288,11 @@ async def serve(listen: str, upstream: str, tls: ServerTls | None, parent: int) 
     channel = grpc.aio.insecure_channel(upstream, options=protocol.RELAY_OPTIONS)
     relayer = Relayer(channel)
     relaying = asyncio.create_task(relayer.run(), name="relay")
+    try:  # before the port: a front that cannot relay yet must not take callers from its siblings
+        await asyncio.wait_for(relayer.connected.wait(), 30)
+    except TimeoutError:
+        print(f"error: the engine process did not answer on {upstream}", flush=True)
+        raise SystemExit(1) from None
     server = grpc.aio.server(options=[("grpc.so_reuseport", 1), *SERVER_OPTIONS])
     server.add_generic_rpc_handlers((FrontHandler(channel, relayer),))
     reloader = CertificateReloader(tls) if tls is not None else None
@@ -287,11 +305,6 @@ async def serve(listen: str, upstream: str, tls: ServerTls | None, parent: int) 
         print(f"error: cannot listen on {listen}: address in use or not valid", flush=True)
         raise SystemExit(1) from None
     await server.start()
-    try:
-        await asyncio.wait_for(relayer.connected.wait(), 30)
-    except TimeoutError:
-        print(f"error: the engine process did not answer on {upstream}", flush=True)
-        raise SystemExit(1) from None
     print(f"ready {port}", flush=True)
 
     stop = asyncio.Event()

@@ -16,14 +16,16 @@ TRUSTED_PREFIX = "fedbroker-relay-"
 PEER_SAN_KEY = TRUSTED_PREFIX + "peer-san"
 # Each front's relay stream and pass-through calls go to the engine process on this socket.
 SOCKET_NAME = "engine.sock"
-# A relayed batch may carry several calls of up to the public limit each (4 MiB).
+# A relay message carries up to RELAY_BATCH_BYTES of calls, and one call alone may be up to the
+# public limit (4 MiB) and its envelope: both ends of the relay allow far more than either.
+RELAY_BATCH_BYTES = 16 * 1024 * 1024
 RELAY_MESSAGE_BYTES = 64 * 1024 * 1024
 RELAY_OPTIONS = (
     ("grpc.max_receive_message_length", RELAY_MESSAGE_BYTES),
     ("grpc.max_send_message_length", RELAY_MESSAGE_BYTES),
 )
 
-CODES = {code.value[0]: code for code in grpc.StatusCode}
+STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 RELAY_METHOD = "/fedbroker.v1.RelayService/Relay"
 
 Metadata = Sequence[tuple[str, str | bytes]]

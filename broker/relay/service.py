@@ -10,6 +10,7 @@ to the front, which ends its client's call with it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, NoReturn
@@ -87,65 +88,77 @@ class RelayService(relay_service_pb2_grpc.RelayServiceServicer):
 
     def __init__(self, handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:
         self._handlers = handlers
-        self._calls: set[asyncio.Task[None]] = set()  # running, so none is collected mid-call
 
     async def Relay(
         self, request_iterator: AsyncIterator[pb.RelayCalls], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.RelayReplies]:
         await context.send_initial_metadata(())  # the front's sign that the stream is up
         replies: asyncio.Queue[pb.RelayReply | None] = asyncio.Queue()
+        running: dict[int, asyncio.Task[None]] = {}  # this stream's calls, by the front's id
 
         async def read() -> None:
             async for message in request_iterator:
                 for call in message.calls:
+                    if call.cancel:
+                        task = running.get(call.id)
+                        if task is not None:
+                            task.cancel()  # as gRPC cancels a direct call's handler
+                        continue
                     task = asyncio.create_task(self._answer(call, replies))
-                    self._calls.add(task)
-                    task.add_done_callback(self._calls.discard)
+                    running[call.id] = task
+                    task.add_done_callback(functools.partial(_forget, running, call.id))
 
         reader = asyncio.create_task(read(), name="relay reader")
         # The front's end of the stream ends ours: calls still running finish (a Submit's commit
         # is not undone) and their replies go nowhere; the front told its callers UNAVAILABLE.
         reader.add_done_callback(lambda _: replies.put_nowait(None))
         try:
-            async for batch in batching.batches(replies, _same, limit=protocol.RELAY_MESSAGE_BYTES // 4):
+            async for batch in batching.batches(replies, _same, limit=protocol.RELAY_BATCH_BYTES):
                 yield pb.RelayReplies(replies=batch)
         finally:
             reader.cancel()
 
     async def _answer(self, call: pb.RelayCall, replies: asyncio.Queue[pb.RelayReply | None]) -> None:
-        replies.put_nowait(await self.answer(call))
+        try:
+            async with asyncio.timeout(call.timeout_s if call.HasField("timeout_s") else None):
+                reply = await self.answer(call)
+        except TimeoutError:
+            reply = _status(call.id, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        replies.put_nowait(reply)
 
     async def answer(self, call: pb.RelayCall) -> pb.RelayReply:
         """Run the call's handler as the gRPC server would, and say how it ended."""
         handler = self._handlers.get(call.method)
         if handler is None or handler.unary_unary is None:
-            return pb.RelayReply(
-                id=call.id,
-                code=grpc.StatusCode.UNIMPLEMENTED.value[0],
-                details=f"Method not found: {call.method}",
-            )
+            return _status(call.id, grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {call.method}")
         context = RelayedContext(protocol.from_wire(call.metadata))
         try:
             request = handler.request_deserializer(call.request)
-            if telemetry.traces_exported():
+            if telemetry.traces_exported() and not call.method.startswith(UNTRACED):
                 response = await self._traced(call.method, handler, request, context)
             else:
                 response = await handler.unary_unary(request, context)
+            if context.code == grpc.StatusCode.OK:
+                return pb.RelayReply(
+                    id=call.id,
+                    code=_OK,
+                    trailing=protocol.to_wire(context.trailing),
+                    response=handler.response_serializer(response),
+                )
         except grpc.aio.AbortError:
             pass
         except Exception:
             if context.code == grpc.StatusCode.OK:  # as gRPC does: a code the handler set stands
                 log.exception("relayed %s failed", call.method)  # handlers turn their errors into statuses
                 context.code, context.details = grpc.StatusCode.UNKNOWN, "Unexpected error in the broker"
-        else:
-            if context.code == grpc.StatusCode.OK:
-                return pb.RelayReply(id=call.id, code=_OK, response=handler.response_serializer(response))
-        return pb.RelayReply(
-            id=call.id,
-            code=context.code.value[0],
-            details=context.details,
-            trailing=protocol.to_wire(context.trailing),
-        )
+        try:
+            trailing = protocol.to_wire(context.trailing)
+        except (TypeError, AttributeError, UnicodeError):
+            log.exception("relayed %s set trailing metadata that cannot be sent", call.method)
+            trailing = []
+        reply = _status(call.id, context.code, context.details)
+        reply.trailing.extend(trailing)
+        return reply
 
     @staticmethod
     async def _traced(
@@ -153,20 +166,41 @@ class RelayService(relay_service_pb2_grpc.RelayServiceServicer):
     ) -> Any:
         """The call's server span, as gRPC's instrumentation makes it for a direct call (the front
         makes none): a child of the caller's span, with the same name and attributes."""
-        if method.startswith(UNTRACED):
-            return await handler.unary_unary(request, context)
         carrier = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
         service, _, name = method[1:].partition("/")
         attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
         with telemetry.tracer().start_as_current_span(
-            method, context=telemetry.extract(carrier), kind=trace.SpanKind.SERVER, attributes=attributes
+            method,
+            context=telemetry.extract(carrier),
+            kind=trace.SpanKind.SERVER,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
         ) as span:
+            code = grpc.StatusCode.UNKNOWN  # unless the handler returns or aborts
             try:
-                return await handler.unary_unary(request, context)
+                response = await handler.unary_unary(request, context)
+                code = context.code
+                return response
+            except grpc.aio.AbortError:
+                code = context.code
+                raise
+            except Exception as error:
+                code = context.code if context.code != grpc.StatusCode.OK else grpc.StatusCode.UNKNOWN
+                span.record_exception(error)
+                raise
             finally:
-                span.set_attribute("rpc.grpc.status_code", context.code.value[0])
-                if context.code != grpc.StatusCode.OK:
-                    span.set_status(Status(StatusCode.ERROR, context.details))
+                span.set_attribute("rpc.grpc.status_code", code.value[0])
+                if code != grpc.StatusCode.OK:
+                    span.set_status(Status(StatusCode.ERROR, context.details or code.name))
+
+
+def _forget(running: dict[int, asyncio.Task[None]], call_id: int, _: asyncio.Task[None]) -> None:
+    running.pop(call_id, None)
+
+
+def _status(call_id: int, code: grpc.StatusCode, details: str) -> pb.RelayReply:
+    return pb.RelayReply(id=call_id, code=code.value[0], details=details)
 
 
 def _same(reply: pb.RelayReply) -> pb.RelayReply:

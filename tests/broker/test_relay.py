@@ -138,3 +138,68 @@ async def _in_flight_get_unavailable(tmp_path: Path) -> None:
         relaying.cancel()
         await channel.close()
         await server.stop(grace=None)
+
+
+def test_a_callers_deadline_and_cancel_reach_the_handler(tmp_path: Path) -> None:
+    """As gRPC stops a direct call's handler when its caller's deadline passes or it cancels,
+    the relay stops a relayed one: the handler sees CancelledError, and no work is left behind."""
+    asyncio.run(_deadline_and_cancel(tmp_path))
+
+
+async def _deadline_and_cancel(tmp_path: Path) -> None:
+    started: list[str] = []
+    stopped: list[str] = []
+
+    async def slow(request: health_pb2.HealthCheckRequest, context: Any) -> None:
+        started.append(request.service)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            stopped.append(request.service)
+
+    handlers = {CHECK: grpc.unary_unary_rpc_method_handler(slow, health_pb2.HealthCheckRequest.FromString)}
+    socket = tmp_path / "engine.sock"
+    server = await _serve(socket, RelayService(handlers))
+    channel = grpc.aio.insecure_channel(f"unix:{socket}")
+    relayer = Relayer(channel)
+    relaying = asyncio.create_task(relayer.run())
+    try:
+        await asyncio.wait_for(relayer.connected.wait(), 10)
+        timed = health_pb2.HealthCheckRequest(service="timed").SerializeToString()
+        reply = await asyncio.wait_for(relayer.call(CHECK, [], timed, timeout_s=0.2), 10)
+        assert reply.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+        assert stopped == ["timed"]
+
+        gone = health_pb2.HealthCheckRequest(service="gone").SerializeToString()
+        caller = asyncio.create_task(relayer.call(CHECK, [], gone))
+        while "gone" not in started:
+            await asyncio.sleep(0.01)
+        caller.cancel()  # the front's caller went away
+        for _ in range(200):
+            if "gone" in stopped:
+                break
+            await asyncio.sleep(0.01)
+        assert stopped == ["timed", "gone"]
+    finally:
+        relaying.cancel()
+        await channel.close()
+        await server.stop(grace=None)
+
+
+def test_trailing_metadata_of_a_successful_call_comes_back() -> None:
+    async def with_trailer(
+        request: health_pb2.HealthCheckRequest, context: Any
+    ) -> health_pb2.HealthCheckResponse:
+        context.set_trailing_metadata((("fedbroker-note", "kept"),))
+        return health_pb2.HealthCheckResponse()
+
+    handlers = {
+        CHECK: grpc.unary_unary_rpc_method_handler(
+            with_trailer,
+            health_pb2.HealthCheckRequest.FromString,
+            health_pb2.HealthCheckResponse.SerializeToString,
+        )
+    }
+    reply = asyncio.run(RelayService(handlers).answer(_call("")))
+    assert reply.code == 0
+    assert dict(protocol.from_wire(reply.trailing)) == {"fedbroker-note": "kept"}

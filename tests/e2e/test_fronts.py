@@ -17,11 +17,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+import yaml
 from fedbroker.v1 import agent_service_pb2 as ag
 from fedbroker.v1 import agent_service_pb2_grpc, types_pb2, workload_service_pb2
 
+from broker.api.limits import CHANNEL_OPTIONS
 from broker.client import Client, ClientError
-from broker.localfed import DEV_TOKENS, LocalFederation
+from broker.localfed import DEV_TOKENS, EXAMPLES, LocalFederation
 from broker.relay.protocol import PEER_SAN_KEY
 from broker.spec import parse_spec
 
@@ -126,18 +128,71 @@ def test_errors_keep_their_code_words_and_trailing_metadata(fed: LocalFederation
         assert "backend" in invalid.value.details()
 
 
-def test_a_callers_own_relay_keys_are_dropped(fed: LocalFederation) -> None:
-    """Only a front may say which certificate a caller showed: the same key from a caller is
-    dropped before the engine sees it (here it would name no site: the call still works)."""
-    with grpc.insecure_channel(fed.endpoint) as channel:
-        stream = agent_service_pb2_grpc.AgentServiceStub(channel).Connect(
-            iter([ag.AgentMessage(hello=ag.Hello(site="cyberport", agent_id="spoof"))]),
-            metadata=(("authorization", "Bearer nope"), (PEER_SAN_KEY, "cyberport.agents.example")),
-            timeout=5,
-        )
+def test_a_request_near_the_size_limit_is_answered_like_a_direct_one(fed: LocalFederation) -> None:
+    """A 3.9 MB request fits the public 4 MiB limit but not with its relay envelope in 4 MiB: the
+    engine's socket allows more, so the caller gets the handler's answer, not a broken relay."""
+    big = workload_service_pb2.SubmitRequest(request_id="x" * 3_900_000)
+    with grpc.insecure_channel(fed.endpoint, options=CHANNEL_OPTIONS) as channel:
+        submit = channel.unary_unary("/fedbroker.v1.WorkloadService/Submit")
+        metadata = (("authorization", f"Bearer {DEV_TOKENS['harbour-robotics']}"),)
         with pytest.raises(grpc.RpcError) as refused:
-            next(stream)
-    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+            submit(big.SerializeToString(), metadata=metadata, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details().startswith("request_id: 3,900,000 characters")
+    with fed.client("harbour-robotics") as tenant:
+        assert tenant.list() is not None  # the relay stream still stands
+
+
+def test_a_watch_open_at_a_stop_ends_unavailable_for_the_client_to_resume(tmp_path: Path) -> None:
+    """At a stop the broker ends its streams (UNAVAILABLE, "watch again") before its fronts stop,
+    as without fronts: a front's grace period does not cut them with another status."""
+    with LocalFederation(tmp_path, broker_args=["--fronts", "1"]) as fed:
+        fed.start_broker()
+        with grpc.insecure_channel(fed.endpoint) as channel:
+            watch = channel.unary_stream(
+                "/fedbroker.v1.WorkloadService/WatchWorkloads",
+                request_serializer=workload_service_pb2.WatchWorkloadsRequest.SerializeToString,
+                response_deserializer=workload_service_pb2.WorkloadEvent.FromString,
+            )
+            stream = watch(
+                workload_service_pb2.WatchWorkloadsRequest(),
+                metadata=(("authorization", f"Bearer {DEV_TOKENS['harbour-robotics']}"),),
+                timeout=30,
+            )
+            time.sleep(0.5)  # the stream is open at the broker
+            assert fed.stop("broker") == 0
+            with pytest.raises(grpc.RpcError) as ended:
+                for _ in stream:
+                    pass
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "the broker is stopping" in ended.value.details()
+
+
+def test_a_caller_cannot_claim_certificate_names_through_a_front(tmp_path: Path) -> None:
+    """cyberport requires a certificate naming its SAN. Over plaintext a caller has none; the key
+    a front uses to pass verified names along is dropped when a caller sends it, so claiming the
+    name there gets nothing (the mutual-TLS tests check the same with certificates)."""
+    config = yaml.safe_load((EXAMPLES / "federation.yaml").read_text())
+    for site in config["sites"]:
+        if site["name"] == "cyberport":
+            site["agent_cert_san"] = "cyberport.agents.example"
+    path = tmp_path / "federation.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with LocalFederation(tmp_path, config=path, broker_args=["--fronts", "1"]) as fed:
+        fed.start_broker()
+        with grpc.insecure_channel(fed.endpoint) as channel:
+            stream = agent_service_pb2_grpc.AgentServiceStub(channel).Connect(
+                iter([ag.AgentMessage(hello=ag.Hello(site="cyberport", agent_id="spoof"))]),
+                metadata=(
+                    ("authorization", f"Bearer {DEV_TOKENS['cyberport']}"),
+                    (PEER_SAN_KEY, "cyberport.agents.example"),
+                ),
+                timeout=5,
+            )
+            with pytest.raises(grpc.RpcError) as refused:
+                next(stream)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+    assert "requires a client certificate naming 'cyberport.agents.example'" in refused.value.details()  # type: ignore[attr-defined]
 
 
 def test_a_killed_front_is_replaced_and_the_port_keeps_serving(fed: LocalFederation) -> None:

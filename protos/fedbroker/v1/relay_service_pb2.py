@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n fedbroker/v1/relay_service.proto\x12\x0c\x66\x65\x64\x62roker.v1\"\'\n\tMetadatum\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\"c\n\tRelayCall\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0e\n\x06method\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x03(\x0b\x32\x17.fedbroker.v1.Metadatum\x12\x0f\n\x07request\x18\x04 \x01(\x0c\"4\n\nRelayCalls\x12&\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x17.fedbroker.v1.RelayCall\"t\n\nRelayReply\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07\x64\x65tails\x18\x03 \x01(\t\x12)\n\x08trailing\x18\x04 \x03(\x0b\x32\x17.fedbroker.v1.Metadatum\x12\x10\n\x08response\x18\x05 \x01(\x0c\"9\n\x0cRelayReplies\x12)\n\x07replies\x18\x01 \x03(\x0b\x32\x18.fedbroker.v1.RelayReply2Q\n\x0cRelayService\x12\x41\n\x05Relay\x12\x18.fedbroker.v1.RelayCalls\x1a\x1a.fedbroker.v1.RelayReplies(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n fedbroker/v1/relay_service.proto\x12\x0c\x66\x65\x64\x62roker.v1\"\'\n\tMetadatum\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\"\x99\x01\n\tRelayCall\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0e\n\x06method\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x03(\x0b\x32\x17.fedbroker.v1.Metadatum\x12\x0f\n\x07request\x18\x04 \x01(\x0c\x12\x16\n\ttimeout_s\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x0e\n\x06\x63\x61ncel\x18\x06 \x01(\x08\x42\x0c\n\n_timeout_s\"4\n\nRelayCalls\x12&\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x17.fedbroker.v1.RelayCall\"t\n\nRelayReply\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07\x64\x65tails\x18\x03 \x01(\t\x12)\n\x08trailing\x18\x04 \x03(\x0b\x32\x17.fedbroker.v1.Metadatum\x12\x10\n\x08response\x18\x05 \x01(\x0c\"9\n\x0cRelayReplies\x12)\n\x07replies\x18\x01 \x03(\x0b\x32\x18.fedbroker.v1.RelayReply2Q\n\x0cRelayService\x12\x41\n\x05Relay\x12\x18.fedbroker.v1.RelayCalls\x1a\x1a.fedbroker.v1.RelayReplies(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,14 +33,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_METADATUM']._serialized_start=50
   _globals['_METADATUM']._serialized_end=89
-  _globals['_RELAYCALL']._serialized_start=91
-  _globals['_RELAYCALL']._serialized_end=190
-  _globals['_RELAYCALLS']._serialized_start=192
-  _globals['_RELAYCALLS']._serialized_end=244
-  _globals['_RELAYREPLY']._serialized_start=246
-  _globals['_RELAYREPLY']._serialized_end=362
-  _globals['_RELAYREPLIES']._serialized_start=364
-  _globals['_RELAYREPLIES']._serialized_end=421
-  _globals['_RELAYSERVICE']._serialized_start=423
-  _globals['_RELAYSERVICE']._serialized_end=504
+  _globals['_RELAYCALL']._serialized_start=92
+  _globals['_RELAYCALL']._serialized_end=245
+  _globals['_RELAYCALLS']._serialized_start=247
+  _globals['_RELAYCALLS']._serialized_end=299
+  _globals['_RELAYREPLY']._serialized_start=301
+  _globals['_RELAYREPLY']._serialized_end=417
+  _globals['_RELAYREPLIES']._serialized_start=419
+  _globals['_RELAYREPLIES']._serialized_end=476
+  _globals['_RELAYSERVICE']._serialized_start=478
+  _globals['_RELAYSERVICE']._serialized_end=559
 # @@protoc_insertion_point(module_scope)

@@ -15,16 +15,20 @@ class Metadatum(_message.Message):
     def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
 
 class RelayCall(_message.Message):
-    __slots__ = ("id", "method", "metadata", "request")
+    __slots__ = ("id", "method", "metadata", "request", "timeout_s", "cancel")
     ID_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
     id: int
     method: str
     metadata: _containers.RepeatedCompositeFieldContainer[Metadatum]
     request: bytes
-    def __init__(self, id: _Optional[int] = ..., method: _Optional[str] = ..., metadata: _Optional[_Iterable[_Union[Metadatum, _Mapping]]] = ..., request: _Optional[bytes] = ...) -> None: ...
+    timeout_s: float
+    cancel: bool
+    def __init__(self, id: _Optional[int] = ..., method: _Optional[str] = ..., metadata: _Optional[_Iterable[_Union[Metadatum, _Mapping]]] = ..., request: _Optional[bytes] = ..., timeout_s: _Optional[float] = ..., cancel: _Optional[bool] = ...) -> None: ...
 
 class RelayCalls(_message.Message):
     __slots__ = ("calls",)
