@@ -77,6 +77,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "production": {
         "image": {"digest": "sha256:" + "a" * 64},
         "broker": _broker(
+            fronts=1,
             tls={
                 "enabled": True,
                 "secretName": "broker-tls",

@@ -45,6 +45,7 @@ BAD = {
     ),
     "a port out of range": ("broker-only", "broker.grpcPort", 70000),
     "an unknown log level": ("broker-only", "broker.logLevel", "verbose"),
+    "negative fronts": ("broker-only", "broker.fronts", -1),
     "root allowed": ("broker-only", "podSecurityContext.runAsNonRoot", False),
     "a writable root filesystem": ("broker-only", "containerSecurityContext.readOnlyRootFilesystem", False),
     "an agent without a token": ("agent-only", "agent.token", {"value": ""}),
