@@ -127,9 +127,11 @@ def test_endpoint_list_dials_each_broker_with_tls_and_the_certificates_name(
     assert refused.value.code == grpc.StatusCode.UNAVAILABLE
 
 
-def test_certificate_is_reloaded_when_its_files_change(pki: Pki, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fronts", [0, 1], ids=["one-process", "behind-a-front"])
+def test_certificate_is_reloaded_when_its_files_change(pki: Pki, tmp_path: Path, fronts: int) -> None:
     """A renewed certificate, signed by another CA, is served from the next handshake: on a
-    file change, and on SIGHUP; a broken file keeps the last good one."""
+    file change, and on SIGHUP (which the broker passes on to its fronts, where TLS ends); a
+    broken file keeps the last good one."""
     live = tmp_path / "live"
     live.mkdir()
     shutil.copy(pki.path("broker.pem"), live / "broker.pem")
@@ -137,7 +139,10 @@ def test_certificate_is_reloaded_when_its_files_change(pki: Pki, tmp_path: Path)
     renewed = Pki.make(tmp_path / "renewed")
     fed = LocalFederation(
         tmp_path / "fed",
-        broker_args=["--tls-cert", str(live / "broker.pem"), "--tls-key", str(live / "broker.key")],
+        broker_args=[
+            *("--tls-cert", str(live / "broker.pem"), "--tls-key", str(live / "broker.key")),
+            *("--fronts", str(fronts)),
+        ],
         client_tls=pki.client(),
     )
     with fed:
@@ -153,6 +158,19 @@ def test_certificate_is_reloaded_when_its_files_change(pki: Pki, tmp_path: Path)
         fed.processes["broker"].send_signal(signal.SIGHUP)
         assert Client(fed.endpoint, "", tls=new).serving(timeout=3)
         assert "cannot be used; keeping the current certificate" in fed.log_tail("broker", 50)
+
+        # Mended; then SIGHUP with no file changed: only the signal (passed on to the fronts,
+        # behind them) makes the next handshake read the files again.
+        shutil.copy(renewed.root / "broker.pem", live / "broker.pem")
+        assert Client(fed.endpoint, "", tls=new).serving(timeout=3)
+        reloads = fed.log_tail("broker", 10_000).count("TLS certificate reloaded")
+        fed.processes["broker"].send_signal(signal.SIGHUP)
+
+        def reloaded_again() -> bool:
+            served = Client(fed.endpoint, "", tls=new).serving(timeout=3)
+            return served and fed.log_tail("broker", 10_000).count("TLS certificate reloaded") > reloads
+
+        fed.wait(reloaded_again, 10, "a reload on SIGHUP")
 
 
 @pytest.fixture(scope="module", params=[0, 1], ids=["one-process", "behind-a-front"])
