@@ -203,3 +203,16 @@ def test_trailing_metadata_of_a_successful_call_comes_back() -> None:
     reply = asyncio.run(RelayService(handlers).answer(_call("")))
     assert reply.code == 0
     assert dict(protocol.from_wire(reply.trailing)) == {"fedbroker-note": "kept"}
+
+
+def test_the_fronts_serve_every_service_the_broker_registers() -> None:
+    """A service added to the broker but not to the fronts' list would be UNIMPLEMENTED behind
+    fronts only: the two lists must name the same services."""
+    from grpc_health.v1 import health
+    from grpc_reflection.v1alpha import reflection
+
+    from broker.relay.front import SERVICES
+    from broker.server import SERVICE_NAMES
+
+    served = {service.full_name for service in SERVICES}
+    assert served == {*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME}
