@@ -73,7 +73,7 @@ import yaml
 
 from broker.client import Client
 from broker.devdb import postgres_cluster
-from broker.localfed import free_port
+from broker.listen import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 PEER_SCRIPT = REPO.parent / "shared" / "peers" / "slurm" / "run_peer.sh"

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from broker.localfed import free_port
+from broker.listen import free_port
 
 
 def postgres_bindir() -> Path | None:

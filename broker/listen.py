@@ -44,3 +44,11 @@ def why_not_listen(listen: str) -> str | None:
                 return f"cannot listen on {listen}: not allowed (a port below 1024 needs privileges)"
             return f"cannot listen on {listen}: {error.strerror}"
     return None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on `host` now (the OS picks it; a race with another binder is possible)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import yaml
 
 from broker.client import Client, ClientError
 from broker.endpoints import ACTIVE_SERVICE
+from broker.listen import free_port
 from broker.sdk.settings import TlsFiles
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,12 +34,6 @@ DEV_TOKENS = {
     "harbour-robotics": "dev-tenant-harbour-robotics",
     "sre": "dev-operator-sre",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class LocalFederation:

@@ -15,7 +15,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,18 +23,14 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from broker.listen import free_port
+
 START_TIMEOUT_S = 90.0
 
 
 def ray_installed() -> bool:
     """The `ray` extra is here: its Python package and the `ray` command beside this interpreter."""
     return importlib.util.find_spec("ray") is not None and (Path(sys.executable).parent / "ray").exists()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -46,16 +41,16 @@ def local_ray_head(gpus: int, gpu_model: str, cpus: int = 4) -> Iterator[str]:
     if not ray.exists():
         raise RuntimeError(f"{ray} not found: install the 'ray' extra (pip install 'fedbroker[ray]')")
     tmp = Path(tempfile.mkdtemp(prefix="fbray-", dir="/tmp"))  # short: Ray's socket paths have a limit
-    dashboard = _free_port()
+    dashboard = free_port()
     args = [
         str(ray), "start", "--head", "--block", "--disable-usage-stats",
         "--num-gpus", str(gpus), "--num-cpus", str(cpus),
         "--resources", json.dumps({f"accelerator_type:{gpu_model}": 1}),
-        "--port", str(_free_port()),
+        "--port", str(free_port()),
         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--include-dashboard", "true",
-        "--dashboard-agent-listen-port", str(_free_port()), "--dashboard-agent-grpc-port", str(_free_port()),
-        "--metrics-export-port", str(_free_port()), "--ray-client-server-port", str(_free_port()),
-        "--runtime-env-agent-port", str(_free_port()),
+        "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+        "--metrics-export-port", str(free_port()), "--ray-client-server-port", str(free_port()),
+        "--runtime-env-agent-port", str(free_port()),
         "--min-worker-port", "0", "--max-worker-port", "0",  # random: no clash with another head
         "--temp-dir", str(tmp),
     ]  # fmt: skip

@@ -7,13 +7,12 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from broker.listen import parse_listen
+from broker.listen import free_port, parse_listen
 from broker.relay import protocol
 from broker.tls import ServerTls
 
@@ -29,14 +28,6 @@ class FrontsError(Exception):
     """A front could not start (its own words)."""
 
 
-def _free_port(host: str) -> int:
-    """A port for `--listen host:0`: the fronts must all bind the same one."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
-
-
 class Fronts:
     def __init__(
         self,
@@ -49,7 +40,7 @@ class Fronts:
     ) -> None:
         self.count = count
         host, port = parse_listen(listen)
-        self.port = port or _free_port(host)
+        self.port = port or free_port(host)
         self.listen = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
         self._dir = Path(tempfile.mkdtemp(prefix="fedbroker-engine-"))  # 0700: this user's only
         self.upstream = f"unix:{self._dir / protocol.SOCKET_NAME}"

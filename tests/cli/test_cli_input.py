@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from broker.localfed import EXAMPLES, free_port
+from broker.listen import free_port
+from broker.localfed import EXAMPLES
 
 BINARY = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00"
 LATIN1 = "name: caf\u00e9\n".encode("latin-1")

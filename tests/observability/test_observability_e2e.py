@@ -24,7 +24,8 @@ import pytest
 import yaml
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from broker.localfed import DEV_TOKENS, REPO, LocalFederation, free_port
+from broker.listen import free_port
+from broker.localfed import DEV_TOKENS, REPO, LocalFederation
 from tests.observability.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.observability.scrape import Sample, metric_names, scrape, value
 

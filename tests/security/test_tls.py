@@ -18,7 +18,8 @@ from fedbroker.v1 import agent_service_pb2 as a
 from fedbroker.v1 import agent_service_pb2_grpc as ag
 
 from broker.client import Client, ClientError
-from broker.localfed import DEV_TOKENS, LocalFederation, free_port
+from broker.listen import free_port
+from broker.localfed import DEV_TOKENS, LocalFederation
 from broker.relay.protocol import PEER_SAN_KEY
 from broker.spec import parse_spec
 from broker.tls import channel_credentials

@@ -18,7 +18,8 @@ import sqlalchemy as sa
 from alembic import command
 from sqlmodel import SQLModel
 
-from broker.localfed import EXAMPLES, free_port
+from broker.listen import free_port
+from broker.localfed import EXAMPLES
 from broker.store import Store, schema
 from broker.store.db import open_engine
 
