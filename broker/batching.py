@@ -1,4 +1,5 @@
-"""Batches for the agent stream, used by the broker and the agents alike.
+"""Batches for a stream of messages: the agent stream (the broker and the agents alike) and the
+relay between the broker's fronts and its engine process.
 
 Each stream message costs the sender and the reader tens of microseconds in gRPC, far
 more than its parse; under load the outbox holds many, so a sender takes what is
@@ -24,13 +25,14 @@ BATCH_BYTES = 1 << 20
 
 async def batches(
     queue: asyncio.Queue[Any],
-    encode: Callable[[Any], M],
+    encode: Callable[[Any], M] | None = None,
     limit: int = BATCH_BYTES,
     linger_s: float = 0.0,
     busy_s: float | None = None,
 ) -> AsyncIterator[list[M]]:
-    """The queued items, encoded, in order, in lists of as many as are there now within
-    `limit` bytes (a larger one goes alone); ends at the first None. A lone item waits
+    """The queued items, encoded (or as they are, without `encode`), in order, in lists of as
+    many as are there now within `limit` bytes (a larger one goes alone); ends at the first
+    None. A lone item waits
     `linger_s` for company; with `busy_s`, only when the last batch left less than `busy_s`
     ago (under load), so a quiet stream sends at once. (The queue's items are Any: mypy
     cannot bind a type variable to a union such as the broker's ToAgent.)"""
@@ -42,9 +44,8 @@ async def batches(
             item = await queue.get()
             if item is None:
                 return
-            carried = encode(item)
-            busy = busy_s is None or loop.time() - last_sent < busy_s
-            if linger_s and busy and queue.empty():
+            carried = encode(item) if encode else item
+            if linger_s and queue.empty() and (busy_s is None or loop.time() - last_sent < busy_s):
                 await asyncio.sleep(linger_s)  # let what follows at once join this batch
         batch, total = [carried], carried.ByteSize()
         carried = None
@@ -53,11 +54,12 @@ async def batches(
             if following is None:
                 yield batch
                 return
-            message = encode(following)
+            message = encode(following) if encode else following
             total += message.ByteSize()
             if total > limit:
                 carried = message
                 break
             batch.append(message)
-        last_sent = loop.time()
+        if busy_s is not None:
+            last_sent = loop.time()
         yield batch

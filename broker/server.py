@@ -139,29 +139,24 @@ async def serve(
         raise ServeError(problem)
     front_processes: Fronts | None = None
     reloader = CertificateReloader(tls) if tls is not None and not fronts else None
+    address = listen
+    if isinstance(services, HandlerRecorder):  # the fronts take `listen`; this process, their socket
+        relay_service_pb2_grpc.add_RelayServiceServicer_to_server(RelayService(services.handlers), server)
+        front_processes = Fronts(fronts, listen, tls, log_level=log_level, log_format=log_format)
+        address = front_processes.upstream
     try:
-        if isinstance(services, HandlerRecorder):
-            relay_service_pb2_grpc.add_RelayServiceServicer_to_server(RelayService(services.handlers), server)
-            front_processes = Fronts(fronts, listen, tls, log_level=log_level, log_format=log_format)
-            port = front_processes.port
-            try:
-                server.add_insecure_port(front_processes.upstream)
-            except RuntimeError:
-                await front_processes.stop()  # removes the socket's folder
-                await engine.stop()
-                raise ServeError(
-                    f"cannot listen on {front_processes.upstream} for the fronts (a path over 107 bytes? "
-                    "set TMPDIR to a shorter one)"
-                ) from None
-        elif reloader is not None:
-            port = server.add_secure_port(listen, reloader.credentials())
+        if reloader is not None:
+            port = server.add_secure_port(address, reloader.credentials())
         else:
-            port = server.add_insecure_port(listen)
+            port = server.add_insecure_port(address)
     except RuntimeError:
+        if front_processes is not None:
+            await front_processes.stop()  # removes the socket's folder
         await engine.stop()
-        raise ServeError(f"cannot listen on {listen}: address in use or not valid") from None
+        raise ServeError(f"cannot listen on {address}: address in use or not valid") from None
     await server.start()
     if front_processes is not None:
+        port = front_processes.port
         try:
             await front_processes.start()
         except FrontsError as error:

@@ -62,10 +62,6 @@ STANDBY_RETRY_S = 0.5  # between rounds of endpoints while a standby says it is 
 STOP_GRACE_S = 1.0  # how long a stopping agent waits for the broker to end the stream it half-closed
 
 
-def _same(message: pb.AgentMessage) -> pb.AgentMessage:
-    return message
-
-
 def _version() -> str:
     try:
         return metadata.version("fedbroker")
@@ -197,7 +193,8 @@ class Agent:
             if hello is None:
                 return
             yield hello  # alone: the broker reads it first, before any batch
-            async for batch in batching.batches(outbox, _same, linger_s=LINGER_S):
+            batched: AsyncIterator[list[pb.AgentMessage]] = batching.batches(outbox, linger_s=LINGER_S)
+            async for batch in batched:
                 yield batch[0] if len(batch) == 1 else pb.AgentMessage(batch=pb.AgentBatch(messages=batch))
 
         log.info("connecting to broker %s as %s (site %s)", endpoint, self.agent_id, self.config.site)

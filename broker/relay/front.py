@@ -25,6 +25,7 @@ import grpc
 from fedbroker.v1 import (
     agent_service_pb2,
     operator_service_pb2,
+    relay_service_pb2_grpc,
     site_service_pb2,
     usage_service_pb2,
     workload_service_pb2,
@@ -36,7 +37,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 from broker import batching, eventloop
 from broker.api.limits import SERVER_OPTIONS
 from broker.relay import protocol
-from broker.tls import SAN_KEY, CertificateReloader, ServerTls
+from broker.tls import CertificateReloader, ServerTls, peer_names
 
 log = logging.getLogger("fedbroker.front")
 
@@ -63,7 +64,7 @@ HANDSHAKES = frozenset({"/fedbroker.v1.AgentService/Connect"})
 
 
 def _unavailable(call_id: int) -> pb.RelayReply:
-    return pb.RelayReply(id=call_id, code=grpc.StatusCode.UNAVAILABLE.value[0], details=UNREACHABLE)
+    return protocol.status_reply(call_id, grpc.StatusCode.UNAVAILABLE, UNREACHABLE)
 
 
 class Relayer:
@@ -72,11 +73,7 @@ class Relayer:
     request id, so none is lost or doubled), and is opened again."""
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
-        self._open = channel.stream_stream(
-            protocol.RELAY_METHOD,
-            request_serializer=pb.RelayCalls.SerializeToString,
-            response_deserializer=pb.RelayReplies.FromString,
-        )
+        self._open = relay_service_pb2_grpc.RelayServiceStub(channel).Relay
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[pb.RelayReply]] = {}
         self._outbox: asyncio.Queue[pb.RelayCall | None] | None = None  # None: no stream now
@@ -111,8 +108,8 @@ class Relayer:
         outbox: asyncio.Queue[pb.RelayCall | None] = asyncio.Queue()
 
         async def calls() -> AsyncIterator[pb.RelayCalls]:
-            batched = batching.batches(
-                outbox, _same, limit=protocol.RELAY_BATCH_BYTES, linger_s=LINGER_S, busy_s=BUSY_S
+            batched: AsyncIterator[list[pb.RelayCall]] = batching.batches(
+                outbox, limit=protocol.RELAY_BATCH_BYTES, linger_s=LINGER_S, busy_s=BUSY_S
             )
             async for batch in batched:
                 yield pb.RelayCalls(calls=batch)
@@ -142,22 +139,17 @@ class Relayer:
                     future.set_result(_unavailable(call_id))
 
 
-def _same(call: pb.RelayCall) -> pb.RelayCall:
-    return call
-
-
 class FrontHandler(grpc.GenericRpcHandler):
     """Every method of the broker's services: unary ones relayed, streaming ones passed through."""
 
     def __init__(self, channel: grpc.aio.Channel, relayer: Relayer) -> None:
         self._channel = channel
         self._relayer = relayer
-        streaming = protocol.streaming_methods(SERVICES)
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
         for service in SERVICES:
             for method in service.methods:
                 path = f"/{service.full_name}/{method.name}"
-                if path not in streaming:
+                if not (method.client_streaming or method.server_streaming):
                     self._handlers[path] = grpc.unary_unary_rpc_method_handler(self._relayed(path))
                 elif method.client_streaming:
                     self._handlers[path] = grpc.stream_stream_rpc_method_handler(self._bidi_streaming(path))
@@ -278,9 +270,7 @@ def forwarded(context: grpc.aio.ServicerContext) -> list[tuple[str, str | bytes]
         for key, value in context.invocation_metadata() or ()
         if not key.startswith(protocol.TRUSTED_PREFIX)
     ]
-    auth = context.auth_context()
-    for name in auth.get(SAN_KEY, ()):
-        metadata.append((protocol.PEER_SAN_KEY, name.decode(errors="replace")))
+    metadata.extend((protocol.PEER_SAN_KEY, name) for name in peer_names(context.auth_context()))
     return metadata
 
 

@@ -1,5 +1,5 @@
-"""What both sides of the relay agree on: the metadata's wire form, the trusted keys a front
-adds, and which methods are unary (relayed in batches) or streaming (passed through)."""
+"""What both sides of the relay agree on: the metadata's and the status's wire form, and the
+trusted keys a front adds."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from collections.abc import Iterable, Sequence
 
 import grpc
 from fedbroker.v1 import relay_service_pb2 as pb
-from google.protobuf import descriptor
 
 # Set by a front, never taken from a caller: a front drops every incoming key with this prefix.
 TRUSTED_PREFIX = "fedbroker-relay-"
@@ -26,7 +25,6 @@ RELAY_OPTIONS = (
 )
 
 STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
-RELAY_METHOD = "/fedbroker.v1.RelayService/Relay"
 
 Metadata = Sequence[tuple[str, str | bytes]]
 
@@ -50,11 +48,6 @@ def relayed_peer_names(metadata: Metadata | None) -> frozenset[str]:
     return frozenset(str(value) for key, value in metadata or () if key == PEER_SAN_KEY)
 
 
-def streaming_methods(services: Iterable[descriptor.ServiceDescriptor]) -> frozenset[str]:
-    """The full paths of `services`' methods with a stream on either side."""
-    return frozenset(
-        f"/{service.full_name}/{method.name}"
-        for service in services
-        for method in service.methods
-        if method.client_streaming or method.server_streaming
-    )
+def status_reply(call_id: int, code: grpc.StatusCode, details: str) -> pb.RelayReply:
+    """A call that ended without a response: its status and words."""
+    return pb.RelayReply(id=call_id, code=code.value[0], details=details)

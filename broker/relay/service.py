@@ -23,12 +23,10 @@ from opentelemetry.trace import Status, StatusCode
 
 from broker import batching, telemetry
 from broker.api.malformed import wrap_handler
+from broker.observability.grpc_tracing import traced
 from broker.relay import protocol
 
 log = logging.getLogger("fedbroker.relay")
-
-_OK = grpc.StatusCode.OK.value[0]
-UNTRACED = ("/grpc.",)  # health probes, every few seconds: no spans, as for a direct call
 
 
 class HandlerRecorder:
@@ -79,9 +77,6 @@ class RelayedContext:
             self.trailing = tuple(trailing_metadata)
         raise grpc.aio.AbortError()
 
-    def auth_context(self) -> dict[str, list[bytes]]:
-        return {}  # a relayed caller's certificate is the front's business (PEER_SAN_KEY)
-
 
 class RelayService(relay_service_pb2_grpc.RelayServiceServicer):
     """Serves the fronts' relay streams on the engine process's private socket."""
@@ -112,8 +107,11 @@ class RelayService(relay_service_pb2_grpc.RelayServiceServicer):
         # The front's end of the stream ends ours: calls still running finish (a Submit's commit
         # is not undone) and their replies go nowhere; the front told its callers UNAVAILABLE.
         reader.add_done_callback(lambda _: replies.put_nowait(None))
+        batched: AsyncIterator[list[pb.RelayReply]] = batching.batches(
+            replies, limit=protocol.RELAY_BATCH_BYTES
+        )
         try:
-            async for batch in batching.batches(replies, _same, limit=protocol.RELAY_BATCH_BYTES):
+            async for batch in batched:
                 yield pb.RelayReplies(replies=batch)
         finally:
             reader.cancel()
@@ -123,25 +121,26 @@ class RelayService(relay_service_pb2_grpc.RelayServiceServicer):
             async with asyncio.timeout(call.timeout_s if call.HasField("timeout_s") else None):
                 reply = await self.answer(call)
         except TimeoutError:
-            reply = _status(call.id, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+            reply = protocol.status_reply(call.id, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
         replies.put_nowait(reply)
 
     async def answer(self, call: pb.RelayCall) -> pb.RelayReply:
         """Run the call's handler as the gRPC server would, and say how it ended."""
         handler = self._handlers.get(call.method)
         if handler is None or handler.unary_unary is None:
-            return _status(call.id, grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {call.method}")
+            missing = f"Method not found: {call.method}"
+            return protocol.status_reply(call.id, grpc.StatusCode.UNIMPLEMENTED, missing)
         context = RelayedContext(protocol.from_wire(call.metadata))
         try:
             request = handler.request_deserializer(call.request)
-            if telemetry.traces_exported() and not call.method.startswith(UNTRACED):
+            if telemetry.traces_exported() and traced(call.method):
                 response = await self._traced(call.method, handler, request, context)
             else:
                 response = await handler.unary_unary(request, context)
             if context.code == grpc.StatusCode.OK:
                 return pb.RelayReply(
                     id=call.id,
-                    code=_OK,
+                    code=grpc.StatusCode.OK.value[0],
                     trailing=protocol.to_wire(context.trailing),
                     response=handler.response_serializer(response),
                 )
@@ -156,7 +155,7 @@ class RelayService(relay_service_pb2_grpc.RelayServiceServicer):
         except (TypeError, AttributeError, UnicodeError):
             log.exception("relayed %s set trailing metadata that cannot be sent", call.method)
             trailing = []
-        reply = _status(call.id, context.code, context.details)
+        reply = protocol.status_reply(call.id, context.code, context.details)
         reply.trailing.extend(trailing)
         return reply
 
@@ -197,11 +196,3 @@ class RelayService(relay_service_pb2_grpc.RelayServiceServicer):
 
 def _forget(running: dict[int, asyncio.Task[None]], call_id: int, _: asyncio.Task[None]) -> None:
     running.pop(call_id, None)
-
-
-def _status(call_id: int, code: grpc.StatusCode, details: str) -> pb.RelayReply:
-    return pb.RelayReply(id=call_id, code=code.value[0], details=details)
-
-
-def _same(reply: pb.RelayReply) -> pb.RelayReply:
-    return reply
