@@ -5,6 +5,8 @@ UNAVAILABLE for the calls in flight, never a hang."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +102,20 @@ async def _serve(path: Path, servicer: relay_service_pb2_grpc.RelayServiceServic
     return server
 
 
+@contextlib.asynccontextmanager
+async def _front(path: Path) -> AsyncIterator[Relayer]:
+    """A front's relay to the engine's socket at `path`, connected."""
+    channel = grpc.aio.insecure_channel(f"unix:{path}")
+    relayer = Relayer(channel)
+    relaying = asyncio.create_task(relayer.run())
+    try:
+        await asyncio.wait_for(relayer.connected.wait(), 10)
+        yield relayer
+    finally:
+        relaying.cancel()
+        await channel.close()
+
+
 def test_calls_in_flight_when_the_engine_goes_get_unavailable(tmp_path: Path) -> None:
     asyncio.run(_in_flight_get_unavailable(tmp_path))
 
@@ -113,31 +129,27 @@ async def _in_flight_get_unavailable(tmp_path: Path) -> None:
 
     stuck = {CHECK: grpc.unary_unary_rpc_method_handler(never, health_pb2.HealthCheckRequest.FromString)}
     socket = tmp_path / "engine.sock"
-    server = await _serve(socket, RelayService(stuck))
-    channel = grpc.aio.insecure_channel(f"unix:{socket}")
-    relayer = Relayer(channel)
-    relaying = asyncio.create_task(relayer.run())
+    servers = [await _serve(socket, RelayService(stuck))]
     try:
-        await asyncio.wait_for(relayer.connected.wait(), 10)
-        call = asyncio.create_task(relayer.call(CHECK, [], b""))
-        await asyncio.wait_for(answering.wait(), 10)
-        await server.stop(grace=None)
-        reply = await asyncio.wait_for(call, 10)
-        assert reply.code == grpc.StatusCode.UNAVAILABLE.value[0]
-        assert "engine process is not reachable" in reply.details
-        # While it is down, a new call is refused at once rather than queued.
-        reply = await asyncio.wait_for(relayer.call(CHECK, [], b""), 2)
-        assert reply.code == grpc.StatusCode.UNAVAILABLE.value[0]
-        # It comes back (same socket): the front relays again, without a restart of its own.
-        server = await _serve(socket, RelayService(HANDLERS))
-        await asyncio.wait_for(relayer.connected.wait(), 10)
-        metadata = protocol.to_wire([("authorization", "Bearer ok")])
-        reply = await asyncio.wait_for(relayer.call(CHECK, metadata, b""), 10)
-        assert reply.code == 0
+        async with _front(socket) as relayer:
+            call = asyncio.create_task(relayer.call(CHECK, [], b""))
+            await asyncio.wait_for(answering.wait(), 10)
+            await servers[0].stop(grace=None)
+            reply = await asyncio.wait_for(call, 10)
+            assert reply.code == grpc.StatusCode.UNAVAILABLE.value[0]
+            assert "engine process is not reachable" in reply.details
+            # While it is down, a new call is refused at once rather than queued.
+            reply = await asyncio.wait_for(relayer.call(CHECK, [], b""), 2)
+            assert reply.code == grpc.StatusCode.UNAVAILABLE.value[0]
+            # It comes back (same socket): the front relays again, without a restart of its own.
+            servers.append(await _serve(socket, RelayService(HANDLERS)))
+            await asyncio.wait_for(relayer.connected.wait(), 10)
+            metadata = protocol.to_wire([("authorization", "Bearer ok")])
+            reply = await asyncio.wait_for(relayer.call(CHECK, metadata, b""), 10)
+            assert reply.code == 0
     finally:
-        relaying.cancel()
-        await channel.close()
-        await server.stop(grace=None)
+        for server in servers:
+            await server.stop(grace=None)
 
 
 def test_a_callers_deadline_and_cancel_reach_the_handler(tmp_path: Path) -> None:
@@ -160,29 +172,24 @@ async def _deadline_and_cancel(tmp_path: Path) -> None:
     handlers = {CHECK: grpc.unary_unary_rpc_method_handler(slow, health_pb2.HealthCheckRequest.FromString)}
     socket = tmp_path / "engine.sock"
     server = await _serve(socket, RelayService(handlers))
-    channel = grpc.aio.insecure_channel(f"unix:{socket}")
-    relayer = Relayer(channel)
-    relaying = asyncio.create_task(relayer.run())
     try:
-        await asyncio.wait_for(relayer.connected.wait(), 10)
-        timed = health_pb2.HealthCheckRequest(service="timed").SerializeToString()
-        reply = await asyncio.wait_for(relayer.call(CHECK, [], timed, timeout_s=0.2), 10)
-        assert reply.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
-        assert stopped == ["timed"]
+        async with _front(socket) as relayer:
+            timed = health_pb2.HealthCheckRequest(service="timed").SerializeToString()
+            reply = await asyncio.wait_for(relayer.call(CHECK, [], timed, timeout_s=0.2), 10)
+            assert reply.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+            assert stopped == ["timed"]
 
-        gone = health_pb2.HealthCheckRequest(service="gone").SerializeToString()
-        caller = asyncio.create_task(relayer.call(CHECK, [], gone))
-        while "gone" not in started:
-            await asyncio.sleep(0.01)
-        caller.cancel()  # the front's caller went away
-        for _ in range(200):
-            if "gone" in stopped:
-                break
-            await asyncio.sleep(0.01)
-        assert stopped == ["timed", "gone"]
+            gone = health_pb2.HealthCheckRequest(service="gone").SerializeToString()
+            caller = asyncio.create_task(relayer.call(CHECK, [], gone))
+            while "gone" not in started:
+                await asyncio.sleep(0.01)
+            caller.cancel()  # the front's caller went away
+            for _ in range(200):
+                if "gone" in stopped:
+                    break
+                await asyncio.sleep(0.01)
+            assert stopped == ["timed", "gone"]
     finally:
-        relaying.cancel()
-        await channel.close()
         await server.stop(grace=None)
 
 
