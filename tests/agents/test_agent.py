@@ -272,7 +272,7 @@ def test_keeps_retrying_while_the_broker_is_unavailable(caplog: pytest.LogCaptur
     ],
 )
 def test_a_refused_credential_stops_the_agent_instead_of_retrying(
-    token: str, site: str, code: str, details: str
+    token: str, site: str, code: str, details: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def main() -> None:
         async with serving(FakeBroker(site=site)) as server:
@@ -282,7 +282,11 @@ def test_a_refused_credential_stops_the_agent_instead_of_retrying(
                     await agent.run()
             assert (refused.value.code, refused.value.details) == (code, details)
             assert code in str(refused.value) and details in str(refused.value)
-            assert server.broker.connections == 1
+            # A refusal that meets the Hello being written can reach the agent as gRPC core's
+            # "INTERNAL: Internal error from Core" (the status is lost in that race): the agent
+            # rightly retries that one as a broken stream. Every other refusal is final.
+            raced = sum("INTERNAL: Internal error from Core" in r.getMessage() for r in caplog.records)
+            assert server.broker.connections == 1 + raced
 
     run(main())
 
